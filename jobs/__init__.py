@@ -1,0 +1,1 @@
+"""Thin job entry points (read -> transform -> write), the engine factory and table I/O."""

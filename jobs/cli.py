@@ -1,0 +1,274 @@
+"""The ``lewin`` command line: run, ingest, status, sql, config show."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lewin.schemas.config import SOURCES, ConfigError, LewinConfig, dump_config, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Lewin: per-user curation of UGC dumps on Spark.")
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("lewin")
+
+
+class _State:
+    config_path: Optional[Path] = None
+    overrides: list[str] = []
+    verbose: bool = False
+
+
+state = _State()
+
+
+def _load() -> LewinConfig:
+    path = state.config_path
+    if path is None:
+        env = os.environ.get("LEWIN_CONFIG")
+        if env:
+            path = Path(env)
+        elif Path("lewin.yaml").is_file():
+            path = Path("lewin.yaml")
+    try:
+        return load_config(path, state.overrides)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
+
+
+@contextmanager
+def _store(cfg: LewinConfig) -> Iterator:
+    from lewin.jobs.engine import get_engine
+    from lewin.jobs.tables import TableStore
+
+    t0 = time.perf_counter()
+    engine = get_engine(cfg.engine)
+    log.info("engine %s ready in %.1fs (python workers: %d)", engine.kind, time.perf_counter() - t0, engine.python_workers)
+    store = TableStore(engine, cfg.storage)
+    store.register_all()
+    try:
+        yield store
+    finally:
+        engine.stop()
+
+
+def bundled_sample() -> Path:
+    return Path(str(resources.files("lewin.jobs.sample_data")))
+
+
+@app.callback()
+def main_options(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: ./lewin.yaml or $LEWIN_CONFIG)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key: --set engine.kind=spark (repeatable)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    state.config_path = config
+    state.overrides = list(set_)
+    state.verbose = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+    for noisy in ("py4j", "pyspark", "grpc", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _ingest_with_progress(store, cfg: LewinConfig, source: str, paths: list[str]):
+    from lewin.jobs.ingest import ingest
+
+    with Progress(
+        TextColumn(f"[bold]ingest {source}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+        TimeElapsedColumn(), console=err_console, transient=False,
+    ) as progress:
+        task = progress.add_task(source, total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = ingest(store, cfg, source, paths, on_progress=on_progress)
+        progress.update(task, completed=result.files, total=max(result.files, 1))
+    return result
+
+
+def _print_ingest(result) -> None:
+    q = ", ".join(f"{k}={v}" for k, v in sorted(result.quarantined_by_reason.items())) or "none"
+    console.print(
+        f"[bold]{result.source}[/]: {result.files} new files, {result.records_in} records -> "
+        f"{result.kept} kept, {result.duplicates} duplicates, {result.quarantined} quarantined ({q})"
+        + ("" if result.reconciles else "  [bold red]DOES NOT RECONCILE[/]")
+    )
+
+
+@app.command()
+def ingest(
+    source: str = typer.Option(..., "--source", help=f"One of {', '.join(SOURCES)}."),
+    path: list[str] = typer.Option(..., "--path", help="File or folder (repeatable); compressed files are fine."),
+) -> None:
+    """Ingest new dump files of one source into its bronze table(s)."""
+    cfg = _load()
+    if source not in SOURCES:
+        err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {source!r})")
+        raise typer.Exit(code=2)
+    for p in path:
+        if not Path(p).exists():
+            err_console.print(f"[bold red]error:[/] --path {p} does not exist")
+            raise typer.Exit(code=2)
+    with _store(cfg) as store:
+        _print_ingest(_ingest_with_progress(store, cfg, source, path))
+
+
+@app.command()
+def run(
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Folder with <source>/ subfolders (default: the bundled sample; try ../shared/data)."
+    ),
+) -> None:
+    """Run every stage built so far on a data folder (default: the bundled sample)."""
+    from lewin.jobs.ingest import sources_under
+
+    cfg = _load()
+    if data is None and not any(sc.paths for sc in cfg.ingest.sources.values()):
+        data = bundled_sample()
+        console.print(f"using the bundled sample: {data}")
+    plan: dict[str, list[str]] = {s: list(sc.paths) for s, sc in cfg.ingest.sources.items() if sc.paths}
+    if data is not None:
+        try:
+            for s, paths in sources_under(str(data)).items():
+                plan.setdefault(s, []).extend(paths)
+        except FileNotFoundError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(code=2) from None
+    if not plan:
+        err_console.print(f"[bold red]error:[/] no source folders ({', '.join(SOURCES)}) under {data}")
+        raise typer.Exit(code=2)
+    with _store(cfg) as store:
+        for source in SOURCES:
+            if source in plan:
+                _print_ingest(_ingest_with_progress(store, cfg, source, plan[source]))
+        _print_status(store)
+    console.print(f"tables are in {cfg.storage.root.absolute()}  (try: lewin sql \"SELECT source, count(*) FROM bronze_reddit GROUP BY 1\")")
+
+
+def _print_status(store) -> None:
+    from pyspark.sql import functions as F
+
+    from lewin.schemas import tables as T
+
+    if store.exists("runs"):
+        runs = store.read("runs")
+        latest = (
+            runs.groupBy("stage", "source")
+            .agg(
+                F.sum("files").alias("files"), F.sum("records_in").alias("records_in"), F.sum("kept").alias("kept"),
+                F.sum("duplicates").alias("duplicates"), F.sum("rejected").alias("rejected"),
+                F.sum("quarantined").alias("quarantined"), F.count(F.lit(1)).alias("runs"),
+            )
+            .orderBy("stage", "source")
+            .collect()
+        )
+        t = Table(title="funnel (all runs)")
+        for c in ("stage", "source", "runs", "files", "records in", "kept", "duplicates", "rejected", "quarantined", "reconciles"):
+            t.add_column(c, justify="right" if c not in ("stage", "source") else "left")
+        for r in latest:
+            ok = r["records_in"] == r["kept"] + r["duplicates"] + r["rejected"] + r["quarantined"]
+            t.add_row(r["stage"], r["source"], str(r["runs"]), str(r["files"]), str(r["records_in"]), str(r["kept"]),
+                      str(r["duplicates"]), str(r["rejected"]), str(r["quarantined"]), "yes" if ok else "[red]NO[/]")
+        console.print(t)
+    if store.exists("quarantine"):
+        rows = store.read("quarantine").groupBy("source", "reason").count().orderBy("source", F.desc("count")).collect()
+        if rows:
+            t = Table(title="quarantine by reason")
+            for c in ("source", "reason", "rows"):
+                t.add_column(c)
+            for r in rows:
+                t.add_row(r["source"], r["reason"], str(r["count"]))
+            console.print(t)
+    t = Table(title="tables")
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    t.add_column("version", justify="right")
+    names = list(T.BRONZE_TABLES) + list(T.OPS_TABLES)
+    for name in names:
+        if store.exists(name):
+            v = store.version(name)
+            t.add_row(store.qualified_name(name), str(store.count(name)), "" if v is None else str(v))
+    console.print(t)
+
+
+@app.command()
+def status() -> None:
+    """Funnel per stage and source, quarantine reasons, table row counts."""
+    cfg = _load()
+    with _store(cfg) as store:
+        _print_status(store)
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="SQL; Lewin's tables are addressable by name (e.g. FROM bronze_reddit)."),
+    limit: int = typer.Option(50, "--limit", help="Rows to print (0 = all)."),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+) -> None:
+    """Run SQL over Lewin's tables and print the result."""
+    cfg = _load()
+    if fmt not in ("table", "json", "csv"):
+        err_console.print("[bold red]error:[/] --format must be table, json or csv")
+        raise typer.Exit(code=2)
+    with _store(cfg) as store:
+        try:
+            df = store.spark.sql(query)
+            rows = df.limit(limit).collect() if limit else df.collect()
+        except Exception as exc:  # an analysis error is the user's input, not a crash
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err_console.print(f"[bold red]SQL error:[/] {first}")
+            raise typer.Exit(code=1) from None
+        cols = df.columns
+        if fmt == "json":
+            for r in rows:
+                sys.stdout.write(json.dumps(r.asDict(recursive=True), default=str) + "\n")
+        elif fmt == "csv":
+            import csv
+
+            w = csv.writer(sys.stdout)
+            w.writerow(cols)
+            for r in rows:
+                w.writerow(list(r))
+        else:
+            t = Table()
+            for c in cols:
+                t.add_column(c)
+            for r in rows:
+                t.add_row(*["" if v is None else str(v) for v in r])
+            console.print(t)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the resolved configuration (defaults + file + --set overrides)."""
+    console.print(dump_config(_load()), markup=False, highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

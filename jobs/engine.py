@@ -1,0 +1,156 @@
+"""One function gives a SparkSession for every supported engine.
+
+* ``embedded`` — a local Sail (``pysail``) Spark Connect server that Lewin starts and stops
+  itself: no JVM, no cluster, real Delta tables. Sail runs Python UDFs on threads of one
+  interpreter, so Python-heavy stages fan out to ``lewin.udfs.pool`` (one process per core).
+* ``spark`` — classic PySpark (``local[*]`` or a master URL) with delta-spark configured the
+  standard way, or Parquet when the Delta jars are absent.
+* ``connect`` — any Spark Connect URL. ``databricks`` — Databricks Connect or the cluster's session.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pyspark.sql import SparkSession
+
+from lewin.schemas.config import EngineConfig
+
+log = logging.getLogger(__name__)
+
+_SAIL_LOCK = threading.Lock()
+_SAIL_SERVER = None  # one embedded server per process, shared by every session
+
+
+@dataclass
+class Engine:
+    spark: SparkSession
+    kind: str
+    python_workers: int
+    """Processes a Python-heavy UDF may use (1 = inline)."""
+    table_format: str
+    """"delta" or "parquet" (classic Spark without the Delta jars)."""
+    _stop: Callable[[], None] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def _start_sail(mode: str) -> tuple[str, int]:
+    global _SAIL_SERVER
+    with _SAIL_LOCK:
+        if _SAIL_SERVER is not None and _SAIL_SERVER.running:
+            return _SAIL_SERVER.listening_address
+        # Sail reads its configuration from the environment when the server starts.
+        os.environ["SAIL_MODE"] = mode
+        os.environ.setdefault("RUST_LOG", "error")
+        from pysail.spark import SparkConnectServer
+
+        server = SparkConnectServer(ip="127.0.0.1", port=0)
+        server.start(background=True)
+        _SAIL_SERVER = server
+        atexit.register(_stop_sail)
+        return server.listening_address
+
+
+def _stop_sail() -> None:
+    global _SAIL_SERVER
+    with _SAIL_LOCK:
+        if _SAIL_SERVER is not None:
+            try:
+                _SAIL_SERVER.stop()
+            except Exception:  # pragma: no cover - shutting down anyway
+                pass
+            _SAIL_SERVER = None
+
+
+def _common_conf(builder: SparkSession.Builder, cfg: EngineConfig) -> SparkSession.Builder:
+    builder = builder.config("spark.sql.session.timeZone", "UTC")
+    if cfg.shuffle_partitions:
+        builder = builder.config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+    for k, v in cfg.spark_conf.items():
+        builder = builder.config(k, v)
+    return builder
+
+
+def _delta_jars_present() -> bool:
+    """True when the JVM side of Delta is importable without a download (jars on the classpath)."""
+    try:
+        from pyspark.find_spark_home import _find_spark_home
+
+        jars = os.path.join(_find_spark_home(), "jars")
+        return any(n.startswith("delta-spark") or n.startswith("delta-core") for n in os.listdir(jars))
+    except Exception:
+        return False
+
+
+def get_engine(cfg: EngineConfig, app_name: str = "lewin") -> Engine:
+    """Create (or attach to) the session for ``cfg.kind``."""
+    cores = _cores()
+    if cfg.kind == "embedded":
+        host, port = _start_sail(cfg.sail_mode)
+        builder = _common_conf(SparkSession.builder.remote(f"sc://{host}:{port}"), cfg)
+        spark = builder.getOrCreate()
+        workers = cfg.python_workers or cores
+        return Engine(spark, "embedded", workers, "delta", _stop=spark.stop)
+
+    if cfg.kind == "spark":
+        builder = SparkSession.builder.master(cfg.master).appName(app_name)
+        builder = builder.config("spark.ui.enabled", "false")
+        table_format = "delta"
+        delta_mode = cfg.delta
+        if delta_mode == "auto":
+            delta_mode = "cluster" if _delta_jars_present() else "off"
+        if delta_mode in ("pip", "cluster"):
+            builder = builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            builder = builder.config(
+                "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+            )
+            if delta_mode == "pip":
+                if importlib.util.find_spec("delta") is None:
+                    raise RuntimeError("engine.delta=pip needs delta-spark: pip install 'lewin[spark]'")
+                from delta import configure_spark_with_delta_pip
+
+                builder = configure_spark_with_delta_pip(builder)
+        else:
+            table_format = "parquet"
+            log.warning("classic Spark without the Delta jars: tables are written as Parquet")
+        spark = _common_conf(builder, cfg).getOrCreate()
+        return Engine(spark, "spark", cfg.python_workers or 1, table_format, _stop=spark.stop)
+
+    if cfg.kind == "connect":
+        if not cfg.remote:
+            raise ValueError("engine.remote must be set (sc://host:port) when engine.kind is 'connect'")
+        spark = _common_conf(SparkSession.builder.remote(cfg.remote), cfg).getOrCreate()
+        return Engine(spark, "connect", cfg.python_workers or 1, "delta", _stop=None)
+
+    if cfg.kind == "databricks":
+        active = SparkSession.getActiveSession()
+        if active is not None:  # running on a Databricks cluster: use its session
+            return Engine(active, "databricks", cfg.python_workers or 1, "delta")
+        try:
+            from databricks.connect import DatabricksSession
+        except ImportError:
+            raise RuntimeError(
+                "engine.kind=databricks outside a cluster needs databricks-connect: "
+                "pip install 'lewin[databricks]'"
+            ) from None
+        spark = DatabricksSession.builder.getOrCreate()
+        return Engine(spark, "databricks", cfg.python_workers or 1, "delta")
+
+    raise ValueError(f"engine.kind: unknown engine {cfg.kind!r}")

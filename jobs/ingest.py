@@ -1,0 +1,277 @@
+"""Job: ingest raw dump files of one source into its bronze Delta table(s).
+
+read (new files only) -> frame (``lewin.udfs.readers``) -> parse and validate
+(``lewin.udfs.bronze``) -> MERGE good rows into bronze on ``record_id``, quarantine the rest with
+their raw text and reason -> log the files -> write the run's funnel row.
+
+Incremental: a file is new unless the ingest log holds its (path, size, mtime). Idempotent: a
+rerun finds nothing new. Resumable: files go in batches; each batch's bronze and quarantine writes
+are MERGEs keyed on ids derived from the data, and the batch's files enter the log only after
+both, so a crash anywhere repeats at most one batch and the MERGEs absorb the repeat.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from lewin.jobs import failpoints
+from lewin.jobs.tables import TableStore
+from lewin.schemas import tables as T
+from lewin.schemas.config import SOURCES, LewinConfig
+from lewin.udfs import bronze
+from lewin.udfs.pool import pooled_batches
+from lewin.udfs.readers import ReaderOptions, detect_format, read_file
+
+log = logging.getLogger(__name__)
+
+_FILES_SCHEMA = StructType([StructField("path", StringType(), False), StructField("size", LongType(), False)])
+_IGNORED_NAMES = {"license", "readme", "readme.md", "license.txt", "notice"}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class IngestResult:
+    run_id: str
+    source: str
+    files: int = 0
+    files_skipped: list[str] = field(default_factory=list)
+    lines: int = 0
+    blank_lines: int = 0
+    records_in: int = 0
+    kept: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    kept_by_table: dict[str, int] = field(default_factory=dict)
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.records_in == self.kept + self.duplicates + self.quarantined
+
+
+def new_run_id(stage: str) -> str:
+    return f"{stage}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def list_files(paths: list[str]) -> tuple[list[InputFile], list[str]]:
+    """Every readable dump file under ``paths`` (recursive), and the files skipped (unknown format)."""
+    found: dict[str, InputFile] = {}
+    skipped: list[str] = []
+    for p in paths:
+        root = Path(p)
+        if not root.exists():
+            raise FileNotFoundError(f"input path does not exist: {p}")
+        candidates = [root] if root.is_file() else sorted(x for x in root.rglob("*") if x.is_file())
+        for f in candidates:
+            if f.name.startswith(".") or f.name.lower() in _IGNORED_NAMES:
+                continue
+            if detect_format(f) is None:
+                skipped.append(str(f.absolute()))
+                continue
+            st = f.stat()
+            ap = str(f.absolute())
+            found[ap] = InputFile(ap, st.st_size, st.st_mtime_ns)
+    return sorted(found.values(), key=lambda x: x.path), skipped
+
+
+def _batches(files: list[InputFile], max_files: int, max_bytes: int) -> Iterator[list[InputFile]]:
+    batch: list[InputFile] = []
+    size = 0
+    for f in files:
+        if batch and (len(batch) >= max_files or size + f.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(f)
+        size += f.size
+    if batch:
+        yield batch
+
+
+def _read_paths(batches: Iterator[pa.RecordBatch], opts: ReaderOptions, workers: int) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: file paths in, reader rows out (fanned out to worker processes)."""
+    paths = [p for b in batches for p in b.column("path").to_pylist()]
+    yield from pooled_batches(functools.partial(read_file, opts=opts), paths, workers)
+
+
+def read_files(store: TableStore, files: list[InputFile], opts: ReaderOptions) -> DataFrame:
+    """A DataFrame of reader rows for ``files`` (read on the engine's workers)."""
+    spark = store.spark
+    workers = store.engine.python_workers
+    rows = [(f.path, f.size) for f in files]
+    # biggest files first, round-robin over partitions: balanced work per partition
+    rows.sort(key=lambda r: -r[1])
+    n_parts = max(1, min(len(rows), max(2, workers) * 2))
+    df = spark.createDataFrame(rows, _FILES_SCHEMA).repartition(n_parts)
+    fn = functools.partial(_read_paths, opts=opts, workers=workers)
+    return df.mapInArrow(fn, T.READER_OUTPUT)
+
+
+def _quarantine_rows(staged: DataFrame, source: str, run_id: str, started: datetime, raw_max: int) -> DataFrame:
+    raw = F.col("raw")
+    return staged.where(F.col("_reason").isNotNull() & (F.col("_reason") != "blank_line")).select(
+        F.substring(F.sha2(F.concat_ws("\u001f", F.lit(source), "file", F.col("line").cast("string"),
+                                       F.col("item").cast("string")), 256), 1, 32).alias("quarantine_id"),
+        F.lit(source).alias("source"),
+        F.col("file"),
+        F.col("line"),
+        F.col("item"),
+        F.col("_reason").alias("reason"),
+        F.col("_detail").alias("detail"),
+        F.substring(raw, 1, raw_max).alias("raw"),
+        F.coalesce(F.length(raw) > raw_max, F.lit(False)).alias("raw_truncated"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(started).cast("timestamp").alias("quarantined_at"),
+    )
+
+
+def _dedup(rows: DataFrame) -> DataFrame:
+    """One row per record_id inside a batch: the first occurrence by (file, line)."""
+    w = Window.partitionBy("record_id").orderBy(F.col("_file"), F.col("_line"))
+    return rows.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
+
+
+def ingest(
+    store: TableStore,
+    cfg: LewinConfig,
+    source: str,
+    paths: list[str],
+    run_id: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestResult:
+    """Ingest every new file under ``paths`` for ``source``. Returns the run's funnel."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; known: {list(SOURCES)}")
+    started = datetime.now(timezone.utc)
+    run_id = run_id or new_run_id("ingest")
+    ic = cfg.ingest
+    result = IngestResult(run_id=run_id, source=source)
+
+    files, skipped = list_files(paths)
+    result.files_skipped = skipped
+    for s in skipped:
+        log.warning("skipping %s: unknown file format", s)
+    store.ensure("ingest_log", T.INGEST_LOG)
+    done = {
+        (r["path"], r["size"], r["mtime_ns"])
+        for r in store.read("ingest_log").where(F.col("source") == source).select("path", "size", "mtime_ns").collect()
+    }
+    new_files = [f for f in files if (f.path, f.size, f.mtime_ns) not in done]
+    log.info("%s: %d files found, %d new", source, len(files), len(new_files))
+
+    params = bronze.BronzeParams(
+        run_id=run_id,
+        run_started=started,
+        min_event_time=ic.min_event_time,
+        max_event_time=started + timedelta(days=ic.max_future_days),
+        max_text_chars=ic.max_text_chars,
+    )
+    opts = ReaderOptions(source=source, max_record_bytes=ic.max_record_bytes)
+    tables = bronze.BRONZE_TABLES_BY_SOURCE[source]
+    for t in tables:
+        store.ensure(t, T.BRONZE_TABLES[t])
+    store.ensure("quarantine", T.QUARANTINE)
+    stage = f"_stage_ingest_{source}"
+    kept_by_table: Counter = Counter()
+    reasons: Counter = Counter()
+    done_files = 0
+
+    for batch in _batches(new_files, ic.batch_max_files, ic.batch_max_bytes):
+        wide = bronze.normalize(read_files(store, batch, opts), source, params)
+        # Materialise once: every later step (MERGEs, counts) reads the staged rows, not the files.
+        store.overwrite(stage, wide.select(*bronze.wide_columns(source), "file", "line", "item", "raw",
+                                           "_table", "_reason", "_detail"))
+        staged = store.read(stage)
+        groups = (
+            staged.groupBy("file", "_table", "_reason")
+            .agg(F.count(F.lit(1)).alias("n"), F.max("line").alias("max_line"))
+            .collect()
+        )
+        per_file_records: Counter = Counter()
+        per_file_lines: dict[str, int] = defaultdict(int)
+        good_by_table: Counter = Counter()
+        for g in groups:
+            per_file_lines[g["file"]] = max(per_file_lines[g["file"]], g["max_line"] or 0)
+            if g["_reason"] == "blank_line":
+                result.blank_lines += g["n"]
+                continue
+            per_file_records[g["file"]] += g["n"]
+            if g["_reason"] is None:
+                good_by_table[g["_table"]] += g["n"]
+            else:
+                reasons[g["_reason"]] += g["n"]
+                result.quarantined += g["n"]
+        result.records_in += sum(per_file_records.values())
+        result.lines += sum(per_file_lines.values())
+
+        for t in tables:
+            if not good_by_table[t]:
+                continue
+            before = store.count(t)
+            store.insert_new(t, _dedup(bronze.table_rows(staged, t)), ["record_id"], T.BRONZE_TABLES[t])
+            inserted = store.count(t) - before
+            kept_by_table[t] += inserted
+            result.kept += inserted
+            result.duplicates += good_by_table[t] - inserted
+            failpoints.hit("ingest.after_bronze_merge")
+        store.insert_new(
+            "quarantine",
+            _quarantine_rows(staged, source, run_id, started, ic.quarantine_raw_max_chars),
+            ["quarantine_id"],
+            T.QUARANTINE,
+        )
+        failpoints.hit("ingest.before_log")
+        log_rows = [
+            (f.path, f.size, f.mtime_ns, source, run_id, per_file_records.get(f.path, 0), started) for f in batch
+        ]
+        store.append("ingest_log", store.spark.createDataFrame(log_rows, T.INGEST_LOG))
+        done_files += len(batch)
+        result.files += len(batch)
+        if on_progress:
+            on_progress(done_files, len(new_files))
+
+    store.drop(stage)
+    result.kept_by_table = dict(kept_by_table)
+    result.quarantined_by_reason = dict(reasons)
+    write_funnel(store, result, started)
+    return result
+
+
+def write_funnel(store: TableStore, r: IngestResult, started: datetime) -> None:
+    detail = {
+        "kept_by_table": r.kept_by_table,
+        "quarantined_by_reason": r.quarantined_by_reason,
+        "files_skipped": r.files_skipped[:50],
+    }
+    row = (
+        r.run_id, "ingest", r.source, started, datetime.now(timezone.utc), r.files, len(r.files_skipped),
+        r.lines, r.blank_lines, r.records_in, r.kept, r.duplicates, 0, r.quarantined, json.dumps(detail),
+    )
+    store.append("runs", store.spark.createDataFrame([row], T.RUNS))
+
+
+def sources_under(data_dir: str) -> dict[str, list[str]]:
+    """``<data>/<source>/…`` folders -> {source: [folder]} for every known source present."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder does not exist: {data_dir}")
+    return {s: [str(root / s)] for s in SOURCES if (root / s).is_dir()}
+

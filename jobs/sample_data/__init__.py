@@ -1,0 +1,1 @@
+"""Small generated fixtures in every dump format (the bundled demo sample)."""

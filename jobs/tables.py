@@ -1,0 +1,214 @@
+"""Table I/O at the edges: logical table names -> Delta (or Parquet) tables, reads, MERGE writes.
+
+Logical names (``bronze_reddit``, ``quarantine``, ``users`` …) resolve to
+``<catalog>.<database>.<name>`` on a metastore (Databricks / Unity Catalog) or to a folder under
+``storage.root`` on the embedded and local engines, where each table is also registered by name in
+the session's catalog so SQL can say ``FROM users``. Every write that must be idempotent is a
+MERGE keyed on the table's id column (insert-if-absent or upsert), expressed in SQL so it runs
+unchanged on Sail, delta-spark and Databricks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from lewin.jobs.engine import Engine
+from lewin.schemas.config import StorageConfig
+
+log = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_view_counter = itertools.count()
+
+
+@dataclass
+class TableStore:
+    engine: Engine
+    storage: StorageConfig
+
+    @property
+    def spark(self) -> SparkSession:
+        return self.engine.spark
+
+    @property
+    def fmt(self) -> str:
+        return "parquet" if self.engine.table_format == "parquet" else self.storage.format
+
+    @property
+    def uses_paths(self) -> bool:
+        """Local engines keep tables in folders; metastore engines by name only."""
+        return self.engine.kind in ("embedded", "spark") and self.storage.catalog is None
+
+    # --- naming ------------------------------------------------------------------------------
+    def qualified_name(self, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"table name {name!r} is not a plain identifier")
+        override = self.storage.tables.get(name)
+        if override and not self.uses_paths:
+            return override
+        prefix = f"{self.storage.catalog}.{self.storage.database}" if self.storage.catalog else self.storage.database
+        return f"{prefix}.{name}"
+
+    def path(self, name: str) -> Path:
+        override = self.storage.tables.get(name)
+        if override and self.uses_paths:
+            return Path(override).absolute()
+        return (self.storage.root / name).absolute()
+
+    def ref(self, name: str) -> str:
+        """What SQL statements name the table by (a path reference locally, a name otherwise)."""
+        if self.uses_paths:
+            return f"{self.fmt}.`{self.path(name)}`"
+        return self.qualified_name(name)
+
+    # --- state -------------------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        if self.uses_paths:
+            p = self.path(name)
+            if self.fmt == "delta":
+                return (p / "_delta_log").is_dir()
+            return p.is_dir() and any(p.glob("*.parquet"))
+        return bool(self.spark.catalog.tableExists(self.qualified_name(name)))
+
+    def read(self, name: str, schema: StructType | None = None) -> DataFrame:
+        if not self.exists(name):
+            if schema is None:
+                raise FileNotFoundError(f"table {name} does not exist yet")
+            return self.spark.createDataFrame([], schema)
+        if self.uses_paths:
+            return self.spark.read.format(self.fmt).load(str(self.path(name)))
+        return self.spark.read.table(self.qualified_name(name))
+
+    def count(self, name: str) -> int:
+        return self.read(name).count() if self.exists(name) else 0
+
+    def ensure(self, name: str, schema: StructType) -> None:
+        """Create an empty table with ``schema`` if it is missing, and register its name."""
+        if not self.exists(name):
+            empty = self.spark.createDataFrame([], schema)
+            self._write(empty, name, mode="append")
+        self.register(name)
+
+    def register(self, name: str) -> None:
+        """Make ``name`` addressable in SQL (``FROM name`` after ``USE``, or ``database.name``)."""
+        if not self.uses_paths or name.startswith("_") or not self.exists(name):
+            return
+        db = self.storage.database
+        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+        self.spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {db}.{name} USING {self.fmt} LOCATION '{self.path(name)}'"
+        )
+
+    def register_all(self) -> list[str]:
+        """Register every table found under ``storage.root`` and ``USE`` Lewin's database."""
+        names: list[str] = []
+        if self.uses_paths:
+            root = self.storage.root
+            if root.is_dir():
+                for child in sorted(root.iterdir()):
+                    if child.is_dir() and _NAME_RE.match(child.name) and not child.name.startswith("_") and self.exists(child.name):
+                        self.register(child.name)
+                        names.append(child.name)
+            self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {self.storage.database}")
+        else:
+            if self.storage.catalog:
+                self.spark.catalog.setCurrentCatalog(self.storage.catalog)
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.storage.database}")
+        self.spark.catalog.setCurrentDatabase(self.storage.database)
+        return names
+
+    # --- writes ------------------------------------------------------------------------------
+    def _write(self, df: DataFrame, name: str, mode: str) -> None:
+        w = df.write.format(self.fmt).mode(mode)
+        if self.uses_paths:
+            w.save(str(self.path(name)))
+        else:
+            w.saveAsTable(self.qualified_name(name))
+
+    def append(self, name: str, df: DataFrame) -> None:
+        self._write(df, name, mode="append")
+        self.register(name)
+
+    def overwrite(self, name: str, df: DataFrame) -> None:
+        if self.fmt == "parquet" and self.uses_paths and self.exists(name):
+            # Spark cannot overwrite a Parquet folder it is reading from; stage through a copy.
+            tmp = self.path(name).with_name(self.path(name).name + ".__overwrite")
+            shutil.rmtree(tmp, ignore_errors=True)
+            df.write.format("parquet").save(str(tmp))
+            shutil.rmtree(self.path(name))
+            os.replace(tmp, self.path(name))
+        else:
+            self._write(df, name, mode="overwrite")
+        self.register(name)
+
+    def drop(self, name: str) -> None:
+        if self.uses_paths:
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.storage.database}.{name}")
+            shutil.rmtree(self.path(name), ignore_errors=True)
+        else:
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.qualified_name(name)}")
+
+    def _temp_view(self, df: DataFrame) -> str:
+        if self.engine.kind == "embedded":
+            # Sail 0.7 evaluates a MERGE source's projection (and the target's NOT NULL checks)
+            # on rows its filters remove; a repartition barrier makes the filter run first.
+            df = df.repartition(max(1, self.engine.python_workers))
+        view = f"lewin_src_{os.getpid()}_{next(_view_counter)}"
+        df.createOrReplaceTempView(view)
+        return view
+
+    def insert_new(self, name: str, df: DataFrame, keys: list[str], schema: StructType) -> None:
+        """Insert rows whose ``keys`` are not in the table yet (idempotent append).
+
+        ``df`` must hold unique keys. Delta: ``MERGE … WHEN NOT MATCHED THEN INSERT``; Parquet:
+        an anti-join then append (same effect, without atomicity)."""
+        self.ensure(name, schema)
+        df = df.select(*[f.name for f in schema.fields])
+        if self.fmt == "delta":
+            view = self._temp_view(df)
+            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+            try:
+                self.spark.sql(f"MERGE INTO {self.ref(name)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
+            finally:
+                self.spark.catalog.dropTempView(view)
+        else:
+            existing = self.read(name).select(*keys)
+            self._write(df.join(existing, on=keys, how="left_anti"), name, mode="append")
+
+    def upsert(self, name: str, df: DataFrame, keys: list[str], schema: StructType) -> None:
+        """Insert new rows and replace matching ones (``df`` must hold unique keys)."""
+        self.ensure(name, schema)
+        df = df.select(*[f.name for f in schema.fields])
+        if self.fmt == "delta":
+            view = self._temp_view(df)
+            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+            try:
+                self.spark.sql(
+                    f"MERGE INTO {self.ref(name)} t USING {view} s ON {on} "
+                    "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+                )
+            finally:
+                self.spark.catalog.dropTempView(view)
+        else:
+            kept = self.read(name).join(df.select(*keys), on=keys, how="left_anti")
+            self.overwrite(name, kept.unionByName(df))
+
+    def version(self, name: str) -> int | None:
+        """The Delta version of a table (None for Parquet or a missing table)."""
+        if self.fmt != "delta" or not self.exists(name):
+            return None
+        if self.uses_paths:
+            log_dir = self.path(name) / "_delta_log"
+            versions = [int(p.stem) for p in log_dir.glob("*.json") if p.stem.isdigit()]
+            return max(versions) if versions else None
+        row = self.spark.sql(f"DESCRIBE HISTORY {self.qualified_name(name)} LIMIT 1").collect()
+        return int(row[0]["version"]) if row else None

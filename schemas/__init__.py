@@ -1,0 +1,1 @@
+"""Schemas as code: every table's ``StructType`` and the typed (pydantic) config."""

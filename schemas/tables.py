@@ -1,0 +1,223 @@
+"""Every Lewin table's schema, as code.
+
+Naming: logical table names (``bronze_reddit``, ``quarantine`` …) map to physical names through
+``lewin.jobs.tables.TableStore`` (a Unity Catalog name on Databricks, a folder locally).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+def _f(name: str, dtype, nullable: bool = True) -> StructField:
+    return StructField(name, dtype, nullable)
+
+
+# --- what a reader hands to Spark: one row per raw record --------------------------------------
+READER_OUTPUT = StructType(
+    [
+        _f("file", StringType(), False),
+        _f("line", LongType(), False),  # 1-based line where the record starts (CSV/XML: its first line)
+        _f("item", IntegerType(), False),  # index inside the line for multi-record lines (API pages)
+        _f("raw", StringType()),  # the record's original text (JSON line, CSV row, XML post)
+        _f("payload", StringType()),  # JSON to parse when it differs from raw (CSV/XML/API pages)
+        _f("error", StringType()),  # reason when the reader itself rejects the record
+        _f("detail", StringType()),
+    ]
+)
+
+# --- bronze: common leading columns, then source-specific ones --------------------------------
+_COMMON = [
+    _f("record_id", StringType(), False),  # "<source>:<native id>" or "<source>:h:<content hash>"
+    _f("source", StringType(), False),
+    _f("native_id", StringType()),
+    _f("user_id", StringType(), False),
+    _f("event_ts", TimestampType(), False),
+    _f("title", StringType()),
+    _f("text", StringType()),
+]
+_LINEAGE = [
+    _f("_file", StringType(), False),
+    _f("_line", LongType(), False),
+    _f("_run_id", StringType(), False),
+    _f("_ingested_at", TimestampType(), False),
+]
+
+BRONZE_REDDIT = StructType(
+    _COMMON
+    + [
+        _f("subreddit", StringType()),
+        _f("score", LongType()),
+        _f("num_comments", LongType()),
+        _f("distinguished", StringType()),
+        _f("stickied", BooleanType()),
+        _f("over_18", BooleanType()),
+        _f("is_self", BooleanType()),
+        _f("url", StringType()),
+        _f("removed_by_category", StringType()),
+    ]
+    + _LINEAGE
+)
+
+BRONZE_REDDIT_COMMENTS = StructType(
+    _COMMON
+    + [
+        _f("subreddit", StringType()),
+        _f("score", LongType()),
+        _f("link_id", StringType()),  # the submission, "t3_<id>"
+        _f("parent_id", StringType()),  # "t3_…" (top level) or "t1_…" (a reply)
+        _f("distinguished", StringType()),
+        _f("stickied", BooleanType()),
+    ]
+    + _LINEAGE
+)
+
+BRONZE_TWITTER = StructType(
+    _COMMON
+    + [
+        _f("api_format", StringType()),  # v2 | v2-flat (twarc) | v1.1
+        _f("lang", StringType()),
+        _f("is_retweet", BooleanType()),
+        _f("is_quote", BooleanType()),
+        _f("is_reply", BooleanType()),
+        _f("source_app", StringType()),
+        _f("retweet_count", LongType()),
+        _f("like_count", LongType()),
+        _f("reply_count", LongType()),
+        _f("quote_count", LongType()),
+        _f("n_urls", IntegerType()),
+        _f("n_hashtags", IntegerType()),
+        _f("n_mentions", IntegerType()),
+        _f("user_name", StringType()),  # @handle
+        _f("user_display_name", StringType()),
+        _f("user_description", StringType()),
+        _f("user_url", StringType()),
+        _f("user_verified", BooleanType()),
+        _f("user_verified_type", StringType()),  # business | government | blue | none
+        _f("user_followers", LongType()),
+        _f("user_following", LongType()),
+        _f("user_tweet_count", LongType()),
+        _f("edit_history_ids", ArrayType(StringType())),
+    ]
+    + _LINEAGE
+)
+
+BRONZE_BLOGGER = StructType(
+    _COMMON
+    + [
+        _f("gender", StringType()),
+        _f("age", IntegerType()),
+        _f("industry", StringType()),  # "topic" / "job" in the corpus' variants
+        _f("star_sign", StringType()),
+    ]
+    + _LINEAGE
+)
+
+BRONZE_AMAZON = StructType(
+    _COMMON
+    + [
+        _f("item_id", StringType(), False),  # parent_asin when present (Reviews'23), else asin
+        _f("asin", StringType()),
+        _f("rating", DoubleType()),
+        _f("verified", BooleanType()),
+        _f("helpful_votes", LongType()),
+        _f("category", StringType()),  # from the dump's file name, e.g. All_Beauty
+        _f("dataset", StringType()),  # reviews2018 | reviews2023
+    ]
+    + _LINEAGE
+)
+
+BRONZE_AMAZON_ITEMS = StructType(
+    [
+        _f("record_id", StringType(), False),
+        _f("source", StringType(), False),
+        _f("item_id", StringType(), False),
+        _f("title", StringType()),
+        _f("main_category", StringType()),
+        _f("categories", ArrayType(StringType())),
+        _f("store", StringType()),
+        _f("price", DoubleType()),
+        _f("description", StringType()),
+        _f("features", StringType()),
+        _f("average_rating", DoubleType()),
+        _f("rating_number", LongType()),
+        _f("category", StringType()),
+    ]
+    + _LINEAGE
+)
+
+# bronze table (logical name) -> schema. A source can feed several tables.
+BRONZE_TABLES: dict[str, StructType] = {
+    "bronze_reddit": BRONZE_REDDIT,
+    "bronze_reddit_comments": BRONZE_REDDIT_COMMENTS,
+    "bronze_twitter": BRONZE_TWITTER,
+    "bronze_blogger": BRONZE_BLOGGER,
+    "bronze_amazon": BRONZE_AMAZON,
+    "bronze_amazon_items": BRONZE_AMAZON_ITEMS,
+}
+
+# --- operational tables --------------------------------------------------------------------------
+QUARANTINE = StructType(
+    [
+        _f("quarantine_id", StringType(), False),  # hash(file, line, item): a rerun adds nothing
+        _f("source", StringType(), False),
+        _f("file", StringType(), False),
+        _f("line", LongType(), False),
+        _f("item", IntegerType(), False),
+        _f("reason", StringType(), False),
+        _f("detail", StringType()),
+        _f("raw", StringType()),
+        _f("raw_truncated", BooleanType(), False),
+        _f("run_id", StringType(), False),
+        _f("quarantined_at", TimestampType(), False),
+    ]
+)
+
+INGEST_LOG = StructType(
+    [
+        _f("path", StringType(), False),
+        _f("size", LongType(), False),
+        _f("mtime_ns", LongType(), False),
+        _f("source", StringType(), False),
+        _f("run_id", StringType(), False),
+        _f("records", LongType(), False),
+        _f("ingested_at", TimestampType(), False),
+    ]
+)
+
+# One row per (run, stage, source): the funnel. in = kept + rejected + quarantined (+ duplicates).
+RUNS = StructType(
+    [
+        _f("run_id", StringType(), False),
+        _f("stage", StringType(), False),
+        _f("source", StringType(), False),
+        _f("started_at", TimestampType(), False),
+        _f("finished_at", TimestampType(), False),
+        _f("files", LongType()),
+        _f("files_skipped", LongType()),
+        _f("lines", LongType()),
+        _f("blank_lines", LongType()),
+        _f("records_in", LongType(), False),
+        _f("kept", LongType(), False),
+        _f("duplicates", LongType(), False),
+        _f("rejected", LongType(), False),
+        _f("quarantined", LongType(), False),
+        _f("detail", StringType()),  # JSON: per-table / per-reason breakdown
+    ]
+)
+
+OPS_TABLES: dict[str, StructType] = {
+    "quarantine": QUARANTINE,
+    "ingest_log": INGEST_LOG,
+    "runs": RUNS,
+}

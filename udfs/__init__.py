@@ -1,0 +1,1 @@
+"""Pure functions, DataFrame transforms and batch UDFs (readers, rules, cleaning, PII, LLM I/O)."""
