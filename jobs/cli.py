@@ -184,14 +184,20 @@ def _print_status(store) -> None:
             .orderBy("stage", "source")
             .collect()
         )
-        t = Table(title="funnel (all runs)")
-        for c in ("stage", "source", "runs", "files", "records in", "kept", "duplicates", "rejected", "quarantined", "reconciles"):
+        t = Table(title="funnel (all runs): in = kept + dup + rejected + quarantined")
+        for c in ("stage", "source", "runs", "files", "in", "kept", "dup", "rejected", "quarantined"):
             t.add_column(c, justify="right" if c not in ("stage", "source") else "left")
+        broken = []
         for r in latest:
-            ok = r["records_in"] == r["kept"] + r["duplicates"] + r["rejected"] + r["quarantined"]
+            if r["records_in"] != r["kept"] + r["duplicates"] + r["rejected"] + r["quarantined"]:
+                broken.append(f"{r['stage']}/{r['source']}")
             t.add_row(r["stage"], r["source"], str(r["runs"]), str(r["files"]), str(r["records_in"]), str(r["kept"]),
-                      str(r["duplicates"]), str(r["rejected"]), str(r["quarantined"]), "yes" if ok else "[red]NO[/]")
+                      str(r["duplicates"]), str(r["rejected"]), str(r["quarantined"]))
         console.print(t)
+        if broken:
+            console.print(f"[bold red]funnel does NOT reconcile for: {', '.join(broken)}[/]")
+        else:
+            console.print("every funnel reconciles")
     if store.exists("quarantine"):
         rows = store.read("quarantine").groupBy("source", "reason").count().orderBy("source", F.desc("count")).collect()
         if rows:

@@ -130,7 +130,14 @@ def get_engine(cfg: EngineConfig, app_name: str = "lewin") -> Engine:
         else:
             table_format = "parquet"
             log.warning("classic Spark without the Delta jars: tables are written as Parquet")
-        spark = _common_conf(builder, cfg).getOrCreate()
+        # A Spark Connect session created earlier in this process sets SPARK_CONNECT_MODE_ENABLED,
+        # which would turn this builder into a Connect client: build the classic session without it.
+        saved = os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+        try:
+            spark = _common_conf(builder.config("spark.api.mode", "classic"), cfg).getOrCreate()
+        finally:
+            if saved is not None:
+                os.environ["SPARK_CONNECT_MODE_ENABLED"] = saved
         return Engine(spark, "spark", cfg.python_workers or 1, table_format, _stop=spark.stop)
 
     if cfg.kind == "connect":

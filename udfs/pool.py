@@ -18,7 +18,9 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
@@ -36,9 +38,28 @@ def _executor(workers: int) -> ProcessPoolExecutor:
             # runs Sail's threads; the preload list keeps it from importing the caller's __main__.
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["pyarrow", "lewin.udfs.readers"])
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+            )
             _POOLS[workers] = pool
         return pool
+
+
+def _worker_init(owner_pid: int) -> None:
+    """Workers leave with their owner: a SIGKILLed job must not leave orphans holding its
+    output pipes and CPU (the pool's own shutdown never runs then)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pid reused by another user's process: owner is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="lewin-pool-watchdog", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -107,19 +128,29 @@ def pooled_batches(
     fn: Callable[[Any], Iterable[pa.RecordBatch]], items: Iterable[Any], workers: int
 ) -> Iterator[pa.RecordBatch]:
     """``fn(item)`` for every item, results in item order. ``fn`` must be a module-level function
-    (or a ``functools.partial`` of one) so worker processes can import it."""
+    (or a ``functools.partial`` of one) so worker processes can import it. At most ``2 × workers``
+    items are in flight, so an endless input (a partition's batches) streams in bounded memory."""
     if workers <= 1:
         for item in items:
             yield from fn(item)
         return
     pool = _executor(workers)
     tmpdir = tempfile.gettempdir()
-    futures: list[Future] = [_submit(pool, _run_to_ipc, fn, item, tmpdir) for item in items]
+    window: deque[Future] = deque()
+    it = iter(items)
     try:
-        for fut in futures:
-            yield from _drain(fut.result())
+        while True:
+            while len(window) < 2 * workers:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                window.append(_submit(pool, _run_to_ipc, fn, item, tmpdir))
+            if not window:
+                return
+            yield from _drain(window.popleft().result())
     finally:
-        for fut in futures:  # a consumer that stops early must not leak spill files
+        for fut in window:  # a consumer that stops early (or an error) must not leak spill files
             if fut.cancel():
                 continue
             try:
@@ -128,3 +159,12 @@ def pooled_batches(
                     os.unlink(p)
             except Exception:
                 pass
+
+
+def map_in_arrow_pooled(df, fn: Callable[[pa.RecordBatch], Iterable[pa.RecordBatch]], schema, workers: int):
+    """``df.mapInArrow`` whose batches each go through ``fn`` on the worker pool."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        yield from pooled_batches(fn, batches, workers)
+
+    return df.mapInArrow(run, schema)

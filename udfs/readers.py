@@ -59,8 +59,14 @@ class ReaderOptions:
 
 def detect_format(path: str | Path) -> str | None:
     """The record format from the file name (compression suffix ignored); None if unknown."""
-    base, _ = split_compression(path)
-    return _EXT_FORMAT.get(Path(base).suffix.lower())
+    base, compression = split_compression(path)
+    fmt = _EXT_FORMAT.get(Path(base).suffix.lower())
+    if fmt is None and compression is not None and Path(base).suffix.lower() in ("", ".txt") or (
+        fmt is None and compression is not None and re.match(r"^R[SC]_\d{4}-\d{2}$", Path(base).name)
+    ):
+        # Pushshift monthly dumps: RS_2019-01.zst / RC_2011-01.bz2 hold JSON lines
+        return "jsonl"
+    return fmt
 
 
 class _Batcher:
@@ -124,15 +130,34 @@ def _too_long(b: bytes, limit: int) -> str:
     return _decode(b[: min(len(b), 65_536)])[0]
 
 
+def _chunks(stream: io.BufferedIOBase) -> Iterator[bytes]:
+    """Decompressed bytes in ~8 MiB pieces. Reads in small steps (``read1``) so that when a
+    stream breaks (a truncated archive) everything decoded before the fault is still handed on."""
+    read = getattr(stream, "read1", stream.read)
+    buf = bytearray()
+    try:
+        while True:
+            piece = read(1 << 20)
+            if not piece:
+                break
+            buf += piece
+            if len(buf) >= _CHUNK:
+                yield bytes(buf)
+                buf.clear()
+    except Exception:
+        if buf:
+            yield bytes(buf)
+        raise
+    if buf:
+        yield bytes(buf)
+
+
 def _iter_lines(stream: io.BufferedIOBase, max_record_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
     """(line_no, bytes, too_long) for every line, in bounded memory even for giant lines."""
     line_no = 0
     rest = b""
     skipping = False  # inside a line already reported as too long
-    while True:
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            break
+    for chunk in _chunks(stream):
         buf = rest + chunk if rest else chunk
         parts = buf.split(b"\n")
         rest = parts.pop()

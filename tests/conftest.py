@@ -1,0 +1,70 @@
+"""Shared fixtures: one engine per test session, a fresh table store per test.
+
+``LEWIN_TEST_ENGINE`` picks the engine (default ``embedded``: the local Sail server). PySpark
+cannot hold a Spark Connect and a classic session in one process, so the classic-Spark run of
+the engine-agnostic tests (marker ``transforms``) happens in a subprocess started by
+``tests/test_classic_engine.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lewin.jobs.engine import get_engine
+from lewin.jobs.tables import TableStore
+from lewin.schemas.config import EngineConfig, LewinConfig, StorageConfig
+
+ENGINE = os.environ.get("LEWIN_TEST_ENGINE", "embedded")
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (PROJECT / ".." / "shared" / "data").resolve()
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TZ", "UTC")
+
+
+@pytest.fixture(scope="session")
+def engine():
+    eng = get_engine(EngineConfig(kind=ENGINE, master="local[2]", shuffle_partitions=4))
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(engine):
+    return engine.spark
+
+
+@pytest.fixture
+def cfg(tmp_path) -> LewinConfig:
+    # a database per test: the session catalog outlives each test's table folders
+    db = f"t_{uuid.uuid4().hex[:10]}"
+    return LewinConfig(storage=StorageConfig(root=tmp_path / "tables", database=db))
+
+
+@pytest.fixture
+def store(engine, cfg) -> TableStore:
+    return TableStore(engine, cfg.storage)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real samples not present at {SHARED_DATA} (../shared/data beside the project)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    """A private copy of the bundled sample (tests may add or touch files)."""
+    from lewin.jobs.cli import bundled_sample
+
+    dst = tmp_path / "sample"
+    shutil.copytree(bundled_sample(), dst, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return dst

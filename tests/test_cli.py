@@ -1,0 +1,73 @@
+"""The CLI end to end on the embedded engine; tables read back with delta-rs (deltalake)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from deltalake import DeltaTable
+
+from .conftest import ENGINE
+from .test_ingest import SAMPLE_KEPT
+
+pytestmark = pytest.mark.skipif(ENGINE != "embedded", reason="CLI runs the default (embedded) engine")
+
+
+def lewin(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "lewin.jobs.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli")
+    r = lewin("run", cwd=cwd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return cwd, r
+
+
+def test_run_on_the_bundled_sample_leaves_delta_tables_delta_rs_can_read(ran):
+    cwd, r = ran
+    assert "bundled sample" in r.stdout
+    for table, n in SAMPLE_KEPT.items():
+        dt = DeltaTable(str(cwd / "lewin-data" / table))
+        assert dt.to_pyarrow_table().num_rows == n, table
+    q = DeltaTable(str(cwd / "lewin-data" / "quarantine")).to_pyarrow_table().to_pylist()
+    assert [(x["reason"], x["line"]) for x in q] == [("twitter_error_page", 5)]
+    assert "every funnel reconciles" in r.stdout
+
+
+def test_sql_addresses_tables_by_name(ran):
+    cwd, _ = ran
+    r = lewin("sql", "SELECT count(*) AS n FROM bronze_amazon WHERE rating >= 1", "--format", "json", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip()) == {"n": SAMPLE_KEPT["bronze_amazon"]}
+    r = lewin("sql", "SELECT user_id, count(*) AS n FROM lewin.bronze_reddit GROUP BY user_id ORDER BY n DESC",
+              "--format", "csv", "--limit", "1", cwd=cwd)
+    assert r.returncode == 0 and r.stdout.splitlines()[1] == "long_history_lou,14"
+
+
+def test_sql_error_is_a_message_not_a_traceback(ran):
+    cwd, _ = ran
+    r = lewin("sql", "SELECT no_such_column FROM bronze_reddit", cwd=cwd)
+    assert r.returncode == 1 and "SQL error" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_status_and_second_run_is_a_noop(ran):
+    cwd, _ = ran
+    r = lewin("run", cwd=cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "reddit: 0 new files, 0 records" in r.stdout
+    s = lewin("status", cwd=cwd)
+    assert s.returncode == 0
+    for table in SAMPLE_KEPT:
+        assert f"lewin.{table}" in s.stdout
+
+
+def test_ingest_command_validates_its_arguments(tmp_path):
+    r = lewin("ingest", "--source", "myspace", "--path", ".", cwd=tmp_path)
+    assert r.returncode == 2 and "--source" in r.stderr
+    r = lewin("ingest", "--source", "reddit", "--path", "/no/such/dir", cwd=tmp_path)
+    assert r.returncode == 2 and "/no/such/dir" in r.stderr
