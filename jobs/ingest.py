@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -62,6 +63,12 @@ class IngestResult:
     quarantined: int = 0
     kept_by_table: dict[str, int] = field(default_factory=dict)
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    seconds_by_step: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, step: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds_by_step[step] = round(self.seconds_by_step.get(step, 0.0) + now - t0, 3)
+        return now
 
     @property
     def reconciles(self) -> bool:
@@ -195,10 +202,12 @@ def ingest(
     done_files = 0
 
     for batch in _batches(new_files, ic.batch_max_files, ic.batch_max_bytes):
+        clock = time.perf_counter()
         wide = bronze.normalize(read_files(store, batch, opts), source, params)
         # Materialise once: every later step (MERGEs, counts) reads the staged rows, not the files.
         store.overwrite(stage, wide.select(*bronze.wide_columns(source), "file", "line", "item", "raw",
                                            "_table", "_reason", "_detail"))
+        clock = result.timed("read_parse_stage", clock)
         staged = store.read(stage)
         groups = (
             staged.groupBy("file", "_table", "_reason")
@@ -221,6 +230,7 @@ def ingest(
                 result.quarantined += g["n"]
         result.records_in += sum(per_file_records.values())
         result.lines += sum(per_file_lines.values())
+        clock = result.timed("count", clock)
 
         for t in tables:
             if not good_by_table[t]:
@@ -232,17 +242,20 @@ def ingest(
             result.kept += inserted
             result.duplicates += good_by_table[t] - inserted
             failpoints.hit("ingest.after_bronze_merge")
+        clock = result.timed("bronze_merge", clock)
         store.insert_new(
             "quarantine",
             _quarantine_rows(staged, source, run_id, started, ic.quarantine_raw_max_chars),
             ["quarantine_id"],
             T.QUARANTINE,
         )
+        clock = result.timed("quarantine_merge", clock)
         failpoints.hit("ingest.before_log")
         log_rows = [
             (f.path, f.size, f.mtime_ns, source, run_id, per_file_records.get(f.path, 0), started) for f in batch
         ]
         store.append("ingest_log", store.spark.createDataFrame(log_rows, T.INGEST_LOG))
+        result.timed("log", clock)
         done_files += len(batch)
         result.files += len(batch)
         if on_progress:
@@ -260,6 +273,7 @@ def write_funnel(store: TableStore, r: IngestResult, started: datetime) -> None:
         "kept_by_table": r.kept_by_table,
         "quarantined_by_reason": r.quarantined_by_reason,
         "files_skipped": r.files_skipped[:50],
+        "seconds_by_step": r.seconds_by_step,
     }
     row = (
         r.run_id, "ingest", r.source, started, datetime.now(timezone.utc), r.files, len(r.files_skipped),

@@ -86,10 +86,11 @@ def _bool(col: Column) -> Column:
 
 def _is_nested(col: Column) -> Column:
     """A JSON object/array where a scalar was expected (from_json keeps it as JSON text).
-    "[removed]" is a string that merely looks like one: it must also parse as JSON."""
-    return col.rlike(r"^\s*[\[{]") & (
-        F.json_array_length(col).isNotNull() | F.json_object_keys(col).isNotNull()
-    )
+    "[removed]" is a string that merely looks like one: it must also parse as JSON. The JSON
+    check runs only for values starting with a bracket (CASE evaluates lazily; AND may not)."""
+    looks = F.startswith(F.ltrim(col), F.lit("[")) | F.startswith(F.ltrim(col), F.lit("{"))
+    parses = F.json_array_length(col).isNotNull() | F.json_object_keys(col).isNotNull()
+    return F.when(looks, parses).otherwise(F.lit(False))
 
 
 def _hash_id(*cols: Column) -> Column:
