@@ -27,6 +27,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def pytest_configure(config):
     os.environ.setdefault("TZ", "UTC")
+    if ENGINE == "spark":  # a parent process's Connect session must not leak into classic mode
+        for var in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
+            os.environ.pop(var, None)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,9 @@ def test_transforms_on_classic_spark():
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("classic Spark needs a JVM (Java 17); none found")
     env = dict(os.environ, LEWIN_TEST_ENGINE="spark")
+    # this process holds a Spark Connect session, which marks the environment as Connect mode
+    for var in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
+        env.pop(var, None)
     tests = Path(__file__).parent
     r = subprocess.run(
         [sys.executable, "-m", "pytest", str(tests), "-m", "transforms", "-q", "-p", "no:cacheprovider"],
