@@ -135,6 +135,42 @@ def ingest(
         _print_ingest(_ingest_with_progress(store, cfg, source, path))
 
 
+def _print_curate(r) -> None:
+    top = ", ".join(f"{k}={v}" for k, v in sorted(r.rejected_by_rule.items(), key=lambda kv: -kv[1])) or "none"
+    extra = ""
+    if r.kcore_rounds:
+        extra = f"; k-core: {len(r.kcore_rounds)} rounds, {r.kcore_rounds[-1]['interactions']} interactions"
+        if r.kcore_moved_out or r.kcore_restored:
+            extra += f", {r.kcore_moved_out} moved out, {r.kcore_restored} restored"
+    console.print(
+        f"[bold]{r.source}[/]: {r.records_in} new bronze rows -> {r.kept} kept, {r.rejected} rejected ({top}){extra}"
+        + ("" if r.reconciles else "  [bold red]DOES NOT RECONCILE[/]")
+    )
+
+
+def _curate_all(store, cfg: LewinConfig, sources) -> None:
+    from lewin.jobs.curate import curate as curate_job
+
+    for source in sources:
+        with err_console.status(f"curating {source} …"):
+            r = curate_job(store, cfg, source)
+        _print_curate(r)
+
+
+@app.command()
+def curate(
+    source: list[str] = typer.Option([], "--source", help="Source(s) to curate (default: all)."),
+) -> None:
+    """Curate new bronze rows into silver_records (rules, cleaning, language ID, dedup, k-core)."""
+    cfg = _load()
+    bad = [s for s in source if s not in SOURCES]
+    if bad:
+        err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {bad})")
+        raise typer.Exit(code=2)
+    with _store(cfg) as store:
+        _curate_all(store, cfg, source or list(SOURCES))
+
+
 @app.command()
 def run(
     data: Optional[Path] = typer.Option(
@@ -163,6 +199,7 @@ def run(
         for source in SOURCES:
             if source in plan:
                 _print_ingest(_ingest_with_progress(store, cfg, source, plan[source]))
+        _curate_all(store, cfg, SOURCES)
         _print_status(store)
     console.print(f"tables are in {cfg.storage.root.absolute()}  (try: lewin sql \"SELECT source, count(*) FROM bronze_reddit GROUP BY 1\")")
 
@@ -198,6 +235,15 @@ def _print_status(store) -> None:
             console.print(f"[bold red]funnel does NOT reconcile for: {', '.join(broken)}[/]")
         else:
             console.print("every funnel reconciles")
+    if store.exists("rejected"):
+        rows = store.read("rejected").groupBy("source", "stage", "rule").count().orderBy("source", F.desc("count")).collect()
+        if rows:
+            t = Table(title="rejected by rule")
+            for c in ("source", "stage", "rule", "rows"):
+                t.add_column(c)
+            for r in rows:
+                t.add_row(r["source"], r["stage"], r["rule"], str(r["count"]))
+            console.print(t)
     if store.exists("quarantine"):
         rows = store.read("quarantine").groupBy("source", "reason").count().orderBy("source", F.desc("count")).collect()
         if rows:
@@ -211,7 +257,7 @@ def _print_status(store) -> None:
     t.add_column("table")
     t.add_column("rows", justify="right")
     t.add_column("version", justify="right")
-    names = list(T.BRONZE_TABLES) + list(T.OPS_TABLES)
+    names = list(T.BRONZE_TABLES) + list(T.SILVER_TABLES) + list(T.OPS_TABLES)
     for name in names:
         if store.exists(name):
             v = store.version(name)

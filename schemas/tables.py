@@ -221,3 +221,72 @@ OPS_TABLES: dict[str, StructType] = {
     "ingest_log": INGEST_LOG,
     "runs": RUNS,
 }
+
+# --- silver: curated records of every source, one schema -------------------------------------------
+SILVER_RECORDS = StructType(
+    [
+        _f("record_id", StringType(), False),
+        _f("source", StringType(), False),
+        _f("user_id", StringType(), False),
+        _f("event_ts", TimestampType(), False),
+        _f("title", StringType()),  # cleaned
+        _f("text", StringType(), False),  # cleaned
+        _f("lang", StringType()),
+        _f("lang_score", DoubleType()),
+        _f("text_hash", StringType(), False),  # exact-duplicate key (normalised text)
+        _f("quality_flags", ArrayType(StringType())),  # datatrove heuristics the text fails
+        _f("subreddit", StringType()),  # reddit
+        _f("item_id", StringType()),  # amazon
+        _f("rating", DoubleType()),  # amazon
+        _f("gender", StringType()),  # blogger
+        _f("age", IntegerType()),  # blogger
+        _f("industry", StringType()),  # blogger
+        _f("user_name", StringType()),  # twitter handle
+        _f("_bronze_run_id", StringType(), False),
+        _f("_curate_run_id", StringType(), False),
+    ]
+)
+
+# Amazon rows that passed the per-record stages: the interaction set the k-core is computed on.
+AMAZON_POOL = SILVER_RECORDS
+
+REJECTED = StructType(
+    [
+        _f("record_id", StringType(), False),
+        _f("source", StringType(), False),
+        _f("stage", StringType(), False),  # rules | language | quality | dedup | kcore
+        _f("rule", StringType(), False),  # e.g. reddit_min_score_v1, language_v1, dedup_exact_v1
+        _f("detail", StringType()),
+        _f("run_id", StringType(), False),
+        _f("rejected_at", TimestampType(), False),
+    ]
+)
+
+CURATE_LOG = StructType(
+    [
+        _f("bronze_table", StringType(), False),
+        _f("bronze_run_id", StringType(), False),
+        _f("curate_run_id", StringType(), False),
+        _f("rows", LongType(), False),
+        _f("curated_at", TimestampType(), False),
+    ]
+)
+
+KCORE_ROUNDS = StructType(
+    [
+        _f("run_id", StringType(), False),
+        _f("round", IntegerType(), False),
+        _f("users", LongType(), False),
+        _f("items", LongType(), False),
+        _f("interactions", LongType(), False),
+        _f("dropped", LongType(), False),
+    ]
+)
+
+SILVER_TABLES: dict[str, StructType] = {
+    "silver_records": SILVER_RECORDS,
+    "silver_amazon_pool": AMAZON_POOL,
+    "rejected": REJECTED,
+    "curate_log": CURATE_LOG,
+    "kcore_rounds": KCORE_ROUNDS,
+}

@@ -298,13 +298,24 @@ def blogger(out: Path, rng: random.Random) -> None:
 
 
 def amazon(out: Path, rng: random.Random) -> None:
-    users = [f"AUSER{i:04d}" for i in range(14)]
+    """Purchase histories whose (8 per user, 3 per item) k-core takes several rounds: ten core
+    buyers, one buyer who reaches 8 items only through a fringe item, and light buyers whose
+    removal starves that item first (round 1), then that buyer (round 2), and so on."""
+    core_items = PRODUCTS[:11]
+    fringe = ("B0SAMPLE12", "Lip Balm Trio", "Beauty")
+    plan: dict[str, list[tuple[str, str, str]]] = {}
+    for i in range(10):
+        plan[f"AUSER{i:04d}"] = rng.sample(core_items, rng.randrange(8, 11))
+    plan["AUSER0010"] = rng.sample(core_items, 7) + [fringe]
+    plan["AUSER0011"] = rng.sample(core_items, 3) + [fringe]
+    plan["AUSER0012"] = rng.sample(core_items, 2) + [fringe]
+    plan["AUSER0013"] = rng.sample(core_items, 2)
     r18, r23 = [], []
-    for u in users:
-        bought = rng.sample(PRODUCTS, rng.randrange(6, 11))
+    for u, bought in plan.items():
         for asin, title, _ in bought:
             t = ts(rng)
-            text = " ".join(rng.sample(REVIEW_BITS, 3))
+            text = (f"I bought the {title.lower()} {rng.randrange(2, 90)} days ago. "
+                    + " ".join(rng.sample(REVIEW_BITS, 2)))
             if rng.random() < 0.5:
                 r18.append({"overall": float(rng.randrange(1, 6)), "verified": True, "reviewerID": u, "asin": asin,
                             "reviewText": text, "summary": rng.choice(["Good value", "Would buy again", "Meh"]),
@@ -315,9 +326,10 @@ def amazon(out: Path, rng: random.Random) -> None:
                             "asin": asin + "V", "parent_asin": asin, "user_id": u,
                             "timestamp": int(t.timestamp() * 1000), "helpful_vote": rng.randrange(0, 9),
                             "verified_purchase": True, "images": []})
-    # a review repeated across two product variants, as in the real 5-core files
+    # a review repeated under another product variant a day later, as in the real 5-core files
     dup = dict(r18[0])
     dup["asin"] = "B0SAMPLE99"
+    dup["unixReviewTime"] += 86400
     r18.append(dup)
     short = dict(r18[1])
     short["reviewText"] = "Nice."

@@ -1,0 +1,354 @@
+"""Job: curate bronze rows into ``silver_records``.
+
+new bronze rows (by ingest run) -> clean -> rule tags -> drop by config -> language ID and quality
+tags (one pooled Python pass) -> exact dedup (earliest wins, also against silver) -> silver;
+Amazon rows go to ``silver_amazon_pool`` and reach silver only inside the iterated k-core, which
+is recomputed over the whole pool whenever new Amazon rows arrive (rows that fall out move to
+``rejected``, rows that come back are restored).
+
+Every dropped row is in ``rejected`` with its stage, rule and detail. Incremental: a bronze
+ingest run is processed once (``curate_log``). Idempotent and resumable: all writes are MERGEs on
+``record_id``, and the bronze runs enter the log last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
+
+from lewin.jobs import failpoints
+from lewin.jobs.ingest import new_run_id
+from lewin.jobs.tables import TableStore
+from lewin.schemas import tables as T
+from lewin.schemas.config import LewinConfig
+from lewin.udfs import kcore as kcore_lib
+from lewin.udfs.annotate import AnnotateOptions, annotate_batch
+from lewin.udfs.clean import clean_column, normalized_hash
+from lewin.udfs.pool import map_in_arrow_pooled
+from lewin.udfs.rules import tag_rules
+
+log = logging.getLogger(__name__)
+
+BRONZE_OF = {"reddit": "bronze_reddit", "twitter": "bronze_twitter", "blogger": "bronze_blogger", "amazon": "bronze_amazon"}
+# bronze column -> silver column, per source (everything else in silver is null for that source)
+_CARRY = {
+    "reddit": {"subreddit": "subreddit"},
+    "twitter": {"user_name": "user_name"},
+    "blogger": {"gender": "gender", "age": "age", "industry": "industry"},
+    "amazon": {"item_id": "item_id", "rating": "rating"},
+}
+_STAGE_EXTRA = [StructField("_stage", StringType()), StructField("_rule", StringType()), StructField("_detail", StringType())]
+
+
+@dataclass
+class CurateResult:
+    run_id: str
+    source: str
+    records_in: int = 0
+    kept: int = 0
+    rejected: int = 0
+    already_curated: int = 0
+    """Rows an interrupted earlier run had already merged (counted, neither kept nor rejected)."""
+    rejected_by_rule: dict[str, int] = field(default_factory=dict)
+    displaced: int = 0
+    kcore_moved_out: int = 0
+    kcore_restored: int = 0
+    kcore_rounds: list = field(default_factory=list)
+    seconds_by_step: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.records_in == self.kept + self.rejected + self.already_curated
+
+    def timed(self, step: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds_by_step[step] = round(self.seconds_by_step.get(step, 0.0) + now - t0, 3)
+        return now
+
+
+def _silver_projection(df: DataFrame, source: str, run_id: str) -> list:
+    carry = _CARRY[source]
+    cols = []
+    for f in T.SILVER_RECORDS.fields:
+        if f.name == "title":
+            c = F.when(F.col("clean_title") != "", F.col("clean_title"))
+        elif f.name == "text":
+            c = F.col("clean_text")
+        elif f.name in ("lang", "lang_score", "quality_flags"):
+            c = F.col(f.name)
+        elif f.name == "text_hash":
+            c = normalized_hash(F.col("clean_text"))
+        elif f.name == "_bronze_run_id":
+            c = F.col("_run_id")
+        elif f.name == "_curate_run_id":
+            c = F.lit(run_id)
+        elif f.name in carry:
+            c = F.col(carry[f.name])
+        elif f.name in ("record_id", "source", "user_id", "event_ts"):
+            c = F.col(f.name)
+        else:
+            c = F.lit(None)
+        cols.append(c.cast(f.dataType).alias(f.name))
+    return cols
+
+
+def _twitter_account_stats(store: TableStore, batch: DataFrame, cfg: LewinConfig) -> DataFrame:
+    """Account-level link and promo shares over every bronze tweet of the batch's users."""
+    from lewin.udfs.rules import _count_matches
+
+    promo = cfg.curate.rules.twitter_ad_content_v1.promo_patterns
+    users = batch.select("user_id").distinct()
+    tweets = store.read("bronze_twitter").join(users, "user_id", "left_semi")
+    stats = tweets.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("_user_tweets"),
+        F.avg((F.coalesce(F.col("n_urls"), F.lit(0)) > 0).cast("double")).alias("_user_link_share"),
+        F.avg((_count_matches(F.col("text"), promo) > 0).cast("double")).alias("_user_promo_share"),
+    )
+    return batch.join(stats, "user_id", "left")
+
+
+def _rejections(df: DataFrame, stage: str, rule: F.Column, detail: F.Column) -> DataFrame:
+    return df.select(
+        "record_id", "source", F.lit(stage).alias("_stage"), rule.alias("_rule"), detail.alias("_detail")
+    )
+
+
+def prepare(store: TableStore, cfg: LewinConfig, source: str, batch: DataFrame, run_id: str) -> DataFrame:
+    """Bronze rows -> one wide frame: silver columns for survivors, ``_stage/_rule/_detail`` for
+    the rejected (nulls otherwise). Pure DataFrame code apart from the pooled annotation UDF."""
+    cc = cfg.curate
+    df = clean_column(batch, "text", "clean_text", "source")
+    df = clean_column(df, "title", "clean_title", "source")
+    if source == "twitter" and cc.rules.twitter_brand_account_v1.enabled:
+        df = _twitter_account_stats(store, df, cfg)
+    df = tag_rules(df, cc.rules, source)
+    failed = df.where(F.size("_failed") > 0)
+    also = F.when(F.size("_failed") > 1, F.concat(F.lit(" (also: "), F.array_join(F.slice("_failed", 2, 100), ", "), F.lit(")")))
+    rule_rejects = _rejections(failed, "rules", F.col("_failed")[0], F.concat(F.col("_fail_detail"), F.coalesce(also, F.lit(""))))
+
+    survivors = df.where(F.size("_failed") == 0)
+    carry = list(_CARRY[source])
+    keep_cols = ["record_id", "source", "user_id", "event_ts", "clean_title", "clean_text", "_run_id", *carry]
+    survivors = survivors.select(*keep_cols)
+    if cc.language.enabled or cc.quality.enabled:
+        opts = AnnotateOptions(language=cc.language.enabled, model_path=cc.language.model_path,
+                               max_chars=cc.language.max_chars, quality=cc.quality.enabled)
+        out_schema = StructType(survivors.schema.fields + [
+            StructField("lang", StringType()), StructField("lang_score", DoubleType()),
+            StructField("quality_flags", ArrayType(StringType())),
+        ])
+        import functools
+
+        annotated = map_in_arrow_pooled(survivors, functools.partial(annotate_batch, opts=opts), out_schema,
+                                        store.engine.python_workers)
+    else:
+        annotated = survivors.select("*", F.lit(None).cast("string").alias("lang"),
+                                     F.lit(None).cast("double").alias("lang_score"),
+                                     F.array().cast("array<string>").alias("quality_flags"))
+
+    lang_bad = F.lit(False)
+    if cc.language.enabled:
+        lang_bad = ~F.coalesce(F.col("lang").isin(cc.language.keep), F.lit(False)) | (
+            F.coalesce(F.col("lang_score"), F.lit(0.0)) < cc.language.min_score)
+    drop_flags = list(cc.quality.drop_on)
+    first_bad_flag = F.filter("quality_flags", lambda f: F.split(f, ":")[0].isin(drop_flags))[0] if drop_flags else F.lit(None)
+    quality_bad = first_bad_flag.isNotNull() if drop_flags else F.lit(False)
+
+    lang_rejects = _rejections(annotated.where(lang_bad), "language", F.lit("language_v1"), F.concat(
+        F.lit("lang="), F.coalesce(F.col("lang"), F.lit("none")), F.lit(" score="),
+        F.coalesce(F.round("lang_score", 3).cast("string"), F.lit("none"))))
+    quality_rejects = _rejections(
+        annotated.where(~lang_bad & quality_bad), "quality",
+        F.concat(F.lit("quality_"), F.split(first_bad_flag, ":")[0], F.lit("_v1")), first_bad_flag,
+    )
+    kept = annotated.where(~lang_bad & ~quality_bad).select(*_silver_projection(annotated, source, run_id))
+
+    wide_fields = T.SILVER_RECORDS.fields + _STAGE_EXTRA
+    def to_wide(d: DataFrame, is_reject: bool) -> DataFrame:
+        cols = []
+        for f in wide_fields:
+            if f.name in d.columns:
+                cols.append(F.col(f.name).cast(f.dataType).alias(f.name))
+            else:
+                cols.append(F.lit(None).cast(f.dataType).alias(f.name))
+        return d.select(*cols)
+
+    return to_wide(kept, False).unionByName(to_wide(rule_rejects, True)).unionByName(
+        to_wide(lang_rejects, True)).unionByName(to_wide(quality_rejects, True))
+
+
+def _dedup(store: TableStore, cands: DataFrame, existing_table: str, run_id: str) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(winners, rejected duplicates, displaced existing ids). Earliest (event_ts, record_id) wins,
+    within the batch and against what the table already holds."""
+    w = Window.partitionBy("source", "text_hash").orderBy("event_ts", "record_id")
+    ranked = cands.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("record_id").over(w))
+    batch_dups = _rejections(ranked.where("_rn > 1"), "dedup", F.lit("dedup_exact_v1"),
+                             F.concat(F.lit("duplicate of "), F.col("_first")))
+    firsts = ranked.where("_rn = 1").drop("_rn", "_first")
+    existing = store.read(existing_table, T.SILVER_RECORDS).select(
+        "source", "text_hash", F.col("event_ts").alias("_x_ts"), F.col("record_id").alias("_x_id"))
+    joined = firsts.join(existing, ["source", "text_hash"], "left")
+    beaten_by_old = F.col("_x_id").isNotNull() & (
+        (F.col("_x_ts") < F.col("event_ts")) | ((F.col("_x_ts") == F.col("event_ts")) & (F.col("_x_id") <= F.col("record_id"))))
+    # a row that is already in the table (a rerun) is neither new nor a duplicate of itself
+    old_dups = _rejections(joined.where(beaten_by_old & (F.col("_x_id") != F.col("record_id"))), "dedup",
+                           F.lit("dedup_exact_v1"), F.concat(F.lit("duplicate of "), F.col("_x_id")))
+    winners = joined.where(~beaten_by_old | F.col("_x_id").isNull()).dropDuplicates(["record_id"])
+    displaced = joined.where(F.col("_x_id").isNotNull() & ~beaten_by_old).select(
+        F.col("_x_id").alias("record_id"), "source", F.lit("dedup").alias("_stage"),
+        F.lit("dedup_exact_v1").alias("_rule"), F.concat(F.lit("duplicate of earlier "), F.col("record_id")).alias("_detail"))
+    winners = winners.select(*[f.name for f in T.SILVER_RECORDS.fields])
+    return winners, batch_dups.unionByName(old_dups), displaced
+
+
+def _reject_rows(df: DataFrame, run_id: str, at: datetime) -> DataFrame:
+    return df.select(
+        "record_id", "source", F.col("_stage").alias("stage"), F.col("_rule").alias("rule"),
+        F.col("_detail").alias("detail"), F.lit(run_id).alias("run_id"), F.lit(at).cast("timestamp").alias("rejected_at"),
+    )
+
+
+def _apply_kcore(store: TableStore, cfg: LewinConfig, run_id: str, at: datetime, result: CurateResult) -> None:
+    kc = cfg.curate.kcore
+    pool = store.read("silver_amazon_pool")
+    if not kc.enabled:
+        store.insert_new("silver_records", pool, ["record_id"], T.SILVER_RECORDS)
+        return
+    tick = [0]
+
+    def checkpoint(df: DataFrame, r: int) -> DataFrame:
+        name = f"_kcore_{tick[0] % 2}"  # alternate: a table cannot be overwritten from itself
+        tick[0] += 1
+        store.overwrite(name, df)
+        return store.read(name)
+
+    core, rounds = kcore_lib.kcore(pool.select("user_id", "item_id"), kc.min_user_degree, kc.min_item_degree,
+                                   checkpoint, kc.max_rounds)
+    result.kcore_rounds = [r.__dict__ for r in rounds]
+    store.append("kcore_rounds", store.spark.createDataFrame(
+        [(run_id, r.round, r.users, r.items, r.interactions, r.dropped) for r in rounds], T.KCORE_ROUNDS))
+    store.overwrite("_kcore_core", core)
+    core = store.read("_kcore_core")
+    in_core = pool.join(core, ["user_id", "item_id"], "left_semi")
+    out_core = pool.join(core, ["user_id", "item_id"], "left_anti")
+    silver_amazon = store.read("silver_records").where(F.col("source") == "amazon").select("record_id")
+    kc_rejected = store.read("rejected").where(F.col("stage") == "kcore").select("record_id")
+    # who moves: counted before the writes that move them
+    result.kcore_moved_out = out_core.join(silver_amazon, "record_id", "left_semi").count()
+    result.kcore_restored = in_core.join(kc_rejected, "record_id", "left_semi").count()
+    new_in = in_core.where(F.col("_curate_run_id") == run_id).count()
+    new_total = pool.where(F.col("_curate_run_id") == run_id).count()
+    store.delete_keys("silver_records", out_core.select("record_id"), ["record_id"])
+    store.insert_new("silver_records", in_core, ["record_id"], T.SILVER_RECORDS)
+    store.delete_keys("rejected", in_core.join(kc_rejected, "record_id", "left_semi"), ["record_id"])
+    degree_detail = F.lit(f"outside the ({kc.min_user_degree} per user, {kc.min_item_degree} per item) core")
+    store.insert_new("rejected", _reject_rows(
+        out_core.select("record_id", "source", F.lit("kcore").alias("_stage"), F.lit("amazon_kcore_v1").alias("_rule"),
+                        degree_detail.alias("_detail")), run_id, at), ["record_id"], T.REJECTED)
+    result.kept = new_in
+    result.rejected += new_total - new_in
+    if new_total - new_in:
+        result.rejected_by_rule["amazon_kcore_v1"] = new_total - new_in
+
+
+def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None = None) -> CurateResult:
+    if source not in BRONZE_OF:
+        raise ValueError(f"unknown source {source!r}; known: {sorted(BRONZE_OF)}")
+    started = datetime.now(timezone.utc)
+    run_id = run_id or new_run_id("curate")
+    result = CurateResult(run_id, source)
+    bronze_table = BRONZE_OF[source]
+    for name, schema in T.SILVER_TABLES.items():
+        store.ensure(name, schema)
+    if not store.exists(bronze_table):
+        _write_funnel(store, result, started)
+        return result
+    clock = time.perf_counter()
+    done = {r["bronze_run_id"] for r in store.read("curate_log").where(F.col("bronze_table") == bronze_table).collect()}
+    bronze = store.read(bronze_table)
+    present = [r["_run_id"] for r in bronze.select("_run_id").distinct().collect()]
+    todo = sorted(set(present) - done)
+    if not todo:
+        _write_funnel(store, result, started)
+        return result
+    batch = bronze.where(F.col("_run_id").isin(todo))
+    stage = f"_stage_curate_{source}"
+    store.overwrite(stage, prepare(store, cfg, source, batch, run_id))
+    staged = store.read(stage)
+    clock = result.timed("clean_rules_annotate", clock)
+
+    counts = {(r["_stage"], r["_rule"]): r["n"] for r in staged.groupBy("_stage", "_rule").agg(F.count(F.lit(1)).alias("n")).collect()}
+    result.records_in = sum(counts.values())
+    for (stage_name, rule), n in counts.items():
+        if stage_name is not None:
+            result.rejected_by_rule[rule] = result.rejected_by_rule.get(rule, 0) + n
+    cands = staged.where(F.col("_stage").isNull()).select(*[f.name for f in T.SILVER_RECORDS.fields])
+    rejects = staged.where(F.col("_stage").isNotNull()).select("record_id", "source", "_stage", "_rule", "_detail")
+
+    target = "silver_amazon_pool" if source == "amazon" else "silver_records"
+    displaced = None
+    if cfg.curate.dedup.enabled:
+        winners, dups, displaced = _dedup(store, cands, target, run_id)
+        # Materialise before writing: every output reads `target`, which the writes below change.
+        store.overwrite(f"{stage}_winners", winners)
+        store.overwrite(f"{stage}_dups", dups)
+        store.overwrite(f"{stage}_displaced", displaced)
+        winners, dups = store.read(f"{stage}_winners"), store.read(f"{stage}_dups")
+        displaced = store.read(f"{stage}_displaced")
+        n_dups = dups.count()
+        if n_dups:
+            result.rejected_by_rule["dedup_exact_v1"] = n_dups
+        rejects = rejects.unionByName(dups)
+        result.displaced = displaced.count()
+    else:
+        winners = cands
+    clock = result.timed("dedup", clock)
+
+    before = store.count(target)
+    store.insert_new(target, winners, ["record_id"], T.SILVER_RECORDS)
+    failpoints.hit("curate.after_silver_merge")
+    inserted = store.count(target) - before
+    store.insert_new("rejected", _reject_rows(rejects, run_id, started), ["record_id"], T.REJECTED)
+    if displaced is not None and result.displaced:
+        store.delete_keys(target, displaced, ["record_id"])
+        if target != "silver_records":
+            store.delete_keys("silver_records", displaced, ["record_id"])
+        store.upsert("rejected", _reject_rows(displaced, run_id, started), ["record_id"], T.REJECTED)
+    result.rejected = sum(result.rejected_by_rule.values())
+    result.kept = inserted if source != "amazon" else 0
+    clock = result.timed("merge", clock)
+    if source == "amazon":
+        _apply_kcore(store, cfg, run_id, started, result)
+        clock = result.timed("kcore", clock)
+    # a rerun after a crash finds rows it had already merged: they are neither new nor rejected
+    result.already_curated = result.records_in - result.kept - result.rejected
+    if result.already_curated:
+        log.info("%s: %d rows were already curated by an interrupted run", source, result.already_curated)
+    failpoints.hit("curate.before_log")
+    store.append("curate_log", store.spark.createDataFrame(
+        [(bronze_table, rid, run_id, 0, started) for rid in todo], T.CURATE_LOG))
+    for name in (stage, f"{stage}_winners", f"{stage}_dups", f"{stage}_displaced", "_kcore_0", "_kcore_1", "_kcore_core"):
+        store.drop(name)
+    _write_funnel(store, result, started)
+    return result
+
+
+def _write_funnel(store: TableStore, r: CurateResult, started: datetime) -> None:
+    detail = {
+        "rejected_by_rule": r.rejected_by_rule,
+        "displaced_existing": r.displaced,
+        "kcore_moved_out": r.kcore_moved_out,
+        "kcore_restored": r.kcore_restored,
+        "kcore_rounds": r.kcore_rounds,
+        "seconds_by_step": r.seconds_by_step,
+    }
+    row = (r.run_id, "curate", r.source, started, datetime.now(timezone.utc), None, None, None, None,
+           r.records_in, r.kept, r.already_curated, r.rejected, 0, json.dumps(detail))
+    store.append("runs", store.spark.createDataFrame([row], T.RUNS))

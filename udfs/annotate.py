@@ -1,0 +1,40 @@
+"""The Python part of curation as one Arrow batch function: language ID and quality tags.
+
+Runs inside ``mapInArrow`` (through ``lewin.udfs.pool`` on the embedded engine), so the text
+crosses into Python once for both annotations; models load once per worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from lewin.udfs.langid import identify
+from lewin.udfs.quality import quality_flags
+
+
+@dataclass(frozen=True)
+class AnnotateOptions:
+    language: bool = True
+    model_path: str | None = None
+    max_chars: int = 1000
+    quality: bool = True
+    text_column: str = "clean_text"
+
+
+def annotate_batch(batch: pa.RecordBatch, opts: AnnotateOptions):
+    """``batch`` plus ``lang`` (string), ``lang_score`` (double), ``quality_flags`` (list<string>)."""
+    texts = batch.column(opts.text_column).to_pylist()
+    if opts.language:
+        langs, scores = identify(texts, opts.model_path, opts.max_chars)
+    else:
+        langs, scores = [None] * len(texts), [None] * len(texts)
+    flags = quality_flags(texts) if opts.quality else [[] for _ in texts]
+    cols = list(batch.columns) + [
+        pa.array(langs, pa.string()),
+        pa.array(scores, pa.float64()),
+        pa.array(flags, pa.list_(pa.string())),
+    ]
+    names = list(batch.schema.names) + ["lang", "lang_score", "quality_flags"]
+    yield pa.RecordBatch.from_arrays(cols, names=names)

@@ -1,0 +1,101 @@
+"""Deterministic text cleaning with Spark built-in expressions (no Python UDF).
+
+Removes what the paper's cleaning removed before its LLM rewrite: HTML tags and entities, URLs,
+markdown and formatting noise, zero-width and control characters; for Twitter also hashtags,
+mentions and the ``RT @user:`` prefix. Whitespace is normalised last. The patterns avoid
+look-around and back-references so they mean the same in Java's regex engine (classic Spark,
+Databricks) and Rust's (Sail).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+CLEAN_VERSION = "clean_v1"
+
+# Named entities the dumps actually contain, then the numeric forms of the common punctuation.
+_ENTITIES = [
+    ("&nbsp;", " "), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&apos;", "'"), ("&#39;", "'"),
+    ("&#x27;", "'"), ("&#34;", '"'), ("&#8217;", "’"), ("&#8216;", "‘"), ("&#8220;", "“"), ("&#8221;", "”"),
+    ("&#8212;", "—"), ("&#8211;", "–"), ("&#8230;", "…"), ("&#x200B;", ""), ("&#x200b;", ""), ("&hellip;", "…"),
+    ("&mdash;", "—"), ("&ndash;", "–"), ("&rsquo;", "’"), ("&lsquo;", "‘"), ("&rdquo;", "”"), ("&ldquo;", "“"),
+    ("&amp;", "&"),  # last: "&amp;lt;" must become "&lt;", not "<"
+]
+
+_STEPS: list[tuple[str, str]] = [
+    # HTML: comments, script/style blocks, then any tag-looking span (not "a < b" or "<3")
+    (r"(?s)<!--.*?-->", " "),
+    (r"(?is)<(script|style)[^>]*>.*?</(script|style)>", " "),
+    (r"</?[A-Za-z][A-Za-z0-9:-]*(\s[^<>]{0,500})?/?>", " "),
+    # markdown links and images: keep the anchor text, drop the target
+    (r"!?\[([^\]\n]{0,300})\]\([^)\s]{0,2000}\)", "$1"),
+    # URLs and bare domains with a path
+    (r"(?i)\b(https?://|ftp://|www\.)[^\s<>\"']+", " "),
+    # markdown emphasis, inline code, strike-through (no back-references: one pattern per marker)
+    (r"\*\*\*([^*\n]+)\*\*\*", "$1"),
+    (r"\*\*([^*\n]+)\*\*", "$1"),
+    (r"__([^_\n]+)__", "$1"),
+    (r"~~([^~\n]+)~~", "$1"),
+    (r"`{3}[^\n]*", " "),
+    (r"`([^`\n]+)`", "$1"),
+    (r"(^|\s)\*([^*\s][^*\n]*)\*", "$1$2"),
+    # block markup at line starts: headings, quotes, list bullets, horizontal rules, table pipes
+    (r"(?m)^[ \t]*(#{1,6}|>+|[-*+]|\d{1,3}[.)])[ \t]+", ""),
+    (r"(?m)^[ \t]*([-*_][ \t]*){3,}$", ""),
+    (r"(?m)^\|.*\|$", " "),
+    # the Blog Authorship Corpus replaced every link with the token "urlLink"
+    (r"\burlLink\b", " "),
+    # zero-width characters, BOM, soft hyphen; control characters except newline and tab
+    (r"[\x{200B}-\x{200D}\x{2060}\x{FEFF}\x{00AD}]", ""),
+    (r"[\x{0000}-\x{0008}\x{000B}\x{000C}\x{000E}-\x{001F}\x{007F}]", ""),
+]
+
+_TWITTER_STEPS: list[tuple[str, str]] = [
+    (r"^RT @\w+:\s*", ""),
+    (r"(^|[^\w@#＃])[@#＃]\w+", "$1"),
+    (r"(^|[^\w$])\$[A-Za-z]{1,6}\b", "$1"),  # cashtags
+]
+
+_WHITESPACE: list[tuple[str, str]] = [
+    (r"[ \t\x{00A0}\x{2000}-\x{200A}\x{3000}]+", " "),
+    (r" ?\n ?", "\n"),
+    (r"\n{3,}", "\n\n"),
+]
+
+
+def _steps(source: Column | None) -> list:
+    """Column -> Column functions, applied one projection at a time (a single nested expression
+    of ~40 calls is too deep for Spark Connect's protobuf decoder)."""
+    steps = [lambda c, n=n, r=r: F.replace(c, F.lit(n), F.lit(r)) for n, r in _ENTITIES]
+    steps += [lambda c, p=p, r=r: F.regexp_replace(c, p, r) for p, r in _STEPS]
+    if source is not None:
+        def twitter(c: Column) -> Column:
+            tw = c
+            for p, r in _TWITTER_STEPS:
+                tw = F.regexp_replace(tw, p, r)
+            return F.when(source == "twitter", tw).otherwise(c)
+
+        steps.append(twitter)
+    steps += [lambda c, p=p, r=r: F.regexp_replace(c, p, r) for p, r in _WHITESPACE]
+    # Spark's trim() strips spaces only; newlines and tabs at the ends go too
+    steps.append(lambda c: F.regexp_replace(c, r"^\s+|\s+$", ""))
+    return steps
+
+
+def clean_column(df: DataFrame, column: str, out: str, source_column: str | None = None, per_projection: int = 8) -> DataFrame:
+    """``df`` with ``out`` = the cleaned ``column``; Twitter rules where ``source_column`` is twitter."""
+    steps = _steps(F.col(source_column) if source_column else None)
+    df = df.withColumn(out, F.col(column))
+    for i in range(0, len(steps), per_projection):
+        expr = F.col(out)
+        for step in steps[i: i + per_projection]:
+            expr = step(expr)
+        df = df.withColumn(out, expr)
+    return df
+
+
+def normalized_hash(text: Column) -> Column:
+    """Exact-duplicate key: lower case, letters and digits only, single spaces."""
+    norm = F.trim(F.regexp_replace(F.lower(text), r"[^\p{L}\p{N}]+", " "))
+    return F.substring(F.sha2(norm, 256), 1, 32)
