@@ -44,7 +44,6 @@ _CARRY = {
     "blogger": {"gender": "gender", "age": "age", "industry": "industry"},
     "amazon": {"item_id": "item_id", "rating": "rating"},
 }
-_STAGE_EXTRA = [StructField("_stage", StringType()), StructField("_rule", StringType()), StructField("_detail", StringType())]
 
 
 @dataclass
@@ -114,74 +113,65 @@ def _twitter_account_stats(store: TableStore, batch: DataFrame, cfg: LewinConfig
     return batch.join(stats, "user_id", "left")
 
 
-def _rejections(df: DataFrame, stage: str, rule: F.Column, detail: F.Column) -> DataFrame:
+def _rejections(df: DataFrame, stage: str, rule, detail) -> DataFrame:
     return df.select(
         "record_id", "source", F.lit(stage).alias("_stage"), rule.alias("_rule"), detail.alias("_detail")
     )
 
 
 def prepare(store: TableStore, cfg: LewinConfig, source: str, batch: DataFrame, run_id: str) -> DataFrame:
-    """Bronze rows -> one wide frame: silver columns for survivors, ``_stage/_rule/_detail`` for
-    the rejected (nulls otherwise). Pure DataFrame code apart from the pooled annotation UDF."""
+    """Bronze rows -> one frame: silver columns plus ``_stage/_rule/_detail`` (null for the rows
+    that survive). One pass: cleaning and rule tags as built-in expressions, then a single pooled
+    Python UDF for language ID and quality tags (skipping rows the rules already rejected), then
+    one projection deciding the outcome. No branch re-reads an upstream step, so the UDF and the
+    regexes run once per row."""
     cc = cfg.curate
     df = clean_column(batch, "text", "clean_text", "source")
     df = clean_column(df, "title", "clean_title", "source")
     if source == "twitter" and cc.rules.twitter_brand_account_v1.enabled:
         df = _twitter_account_stats(store, df, cfg)
     df = tag_rules(df, cc.rules, source)
-    failed = df.where(F.size("_failed") > 0)
-    also = F.when(F.size("_failed") > 1, F.concat(F.lit(" (also: "), F.array_join(F.slice("_failed", 2, 100), ", "), F.lit(")")))
-    rule_rejects = _rejections(failed, "rules", F.col("_failed")[0], F.concat(F.col("_fail_detail"), F.coalesce(also, F.lit(""))))
-
-    survivors = df.where(F.size("_failed") == 0)
     carry = list(_CARRY[source])
-    keep_cols = ["record_id", "source", "user_id", "event_ts", "clean_title", "clean_text", "_run_id", *carry]
-    survivors = survivors.select(*keep_cols)
+    df = df.select("record_id", "source", "user_id", "event_ts", "clean_title", "clean_text", "_run_id", *carry,
+                   "_failed", "_fail_detail", (F.size("_failed") > 0).alias("_skip"))
     if cc.language.enabled or cc.quality.enabled:
         opts = AnnotateOptions(language=cc.language.enabled, model_path=cc.language.model_path,
-                               max_chars=cc.language.max_chars, quality=cc.quality.enabled)
-        out_schema = StructType(survivors.schema.fields + [
+                               max_chars=cc.language.max_chars, quality=cc.quality.enabled, skip_column="_skip")
+        out_schema = StructType(df.schema.fields + [
             StructField("lang", StringType()), StructField("lang_score", DoubleType()),
             StructField("quality_flags", ArrayType(StringType())),
         ])
         import functools
 
-        annotated = map_in_arrow_pooled(survivors, functools.partial(annotate_batch, opts=opts), out_schema,
-                                        store.engine.python_workers)
+        df = map_in_arrow_pooled(df, functools.partial(annotate_batch, opts=opts), out_schema,
+                                 store.engine.python_workers)
     else:
-        annotated = survivors.select("*", F.lit(None).cast("string").alias("lang"),
-                                     F.lit(None).cast("double").alias("lang_score"),
-                                     F.array().cast("array<string>").alias("quality_flags"))
+        df = df.select("*", F.lit(None).cast("string").alias("lang"), F.lit(None).cast("double").alias("lang_score"),
+                       F.array().cast("array<string>").alias("quality_flags"))
 
+    rule_bad = F.col("_skip")
     lang_bad = F.lit(False)
     if cc.language.enabled:
         lang_bad = ~F.coalesce(F.col("lang").isin(cc.language.keep), F.lit(False)) | (
             F.coalesce(F.col("lang_score"), F.lit(0.0)) < cc.language.min_score)
     drop_flags = list(cc.quality.drop_on)
-    first_bad_flag = F.filter("quality_flags", lambda f: F.split(f, ":")[0].isin(drop_flags))[0] if drop_flags else F.lit(None)
+    first_bad_flag = (F.filter("quality_flags", lambda f: F.split(f, ":")[0].isin(drop_flags))[0]
+                      if drop_flags else F.lit(None).cast("string"))
     quality_bad = first_bad_flag.isNotNull() if drop_flags else F.lit(False)
-
-    lang_rejects = _rejections(annotated.where(lang_bad), "language", F.lit("language_v1"), F.concat(
-        F.lit("lang="), F.coalesce(F.col("lang"), F.lit("none")), F.lit(" score="),
-        F.coalesce(F.round("lang_score", 3).cast("string"), F.lit("none"))))
-    quality_rejects = _rejections(
-        annotated.where(~lang_bad & quality_bad), "quality",
-        F.concat(F.lit("quality_"), F.split(first_bad_flag, ":")[0], F.lit("_v1")), first_bad_flag,
+    also = F.when(F.size("_failed") > 1,
+                  F.concat(F.lit(" (also: "), F.array_join(F.slice("_failed", 2, 100), ", "), F.lit(")")))
+    stage = F.when(rule_bad, F.lit("rules")).when(lang_bad, F.lit("language")).when(quality_bad, F.lit("quality"))
+    rule = (F.when(rule_bad, F.col("_failed")[0]).when(lang_bad, F.lit("language_v1"))
+            .when(quality_bad, F.concat(F.lit("quality_"), F.split(first_bad_flag, ":")[0], F.lit("_v1"))))
+    detail = (
+        F.when(rule_bad, F.concat(F.col("_fail_detail"), F.coalesce(also, F.lit(""))))
+        .when(lang_bad, F.concat(F.lit("lang="), F.coalesce(F.col("lang"), F.lit("none")), F.lit(" score="),
+                                 F.coalesce(F.round("lang_score", 3).cast("string"), F.lit("none"))))
+        .when(quality_bad, first_bad_flag)
     )
-    kept = annotated.where(~lang_bad & ~quality_bad).select(*_silver_projection(annotated, source, run_id))
-
-    wide_fields = T.SILVER_RECORDS.fields + _STAGE_EXTRA
-    def to_wide(d: DataFrame, is_reject: bool) -> DataFrame:
-        cols = []
-        for f in wide_fields:
-            if f.name in d.columns:
-                cols.append(F.col(f.name).cast(f.dataType).alias(f.name))
-            else:
-                cols.append(F.lit(None).cast(f.dataType).alias(f.name))
-        return d.select(*cols)
-
-    return to_wide(kept, False).unionByName(to_wide(rule_rejects, True)).unionByName(
-        to_wide(lang_rejects, True)).unionByName(to_wide(quality_rejects, True))
+    silver = [c for c in _silver_projection(df, source, run_id)]
+    # rejected rows keep only their id and source: their silver columns would not be used
+    return df.select(*silver, stage.alias("_stage"), rule.alias("_rule"), detail.alias("_detail"))
 
 
 def _dedup(store: TableStore, cands: DataFrame, existing_table: str, run_id: str) -> tuple[DataFrame, DataFrame, DataFrame]:

@@ -188,7 +188,7 @@ class LanguageConfig(_Strict):
     ``lid.176.bin`` (more accurate, 126 MB) on clusters."""
     keep: list[str] = Field(default_factory=lambda: ["en"])
     min_score: float = Field(0.65, ge=0, le=1)
-    max_chars: int = Field(1000, ge=50)
+    max_chars: int = Field(500, ge=50)
     """Only the first N characters are classified: fastText's cost grows with length and the
     language is settled long before the end of a post."""
 

@@ -21,11 +21,16 @@ class AnnotateOptions:
     max_chars: int = 1000
     quality: bool = True
     text_column: str = "clean_text"
+    skip_column: str | None = None
+    """Rows where this boolean column is true are passed through unannotated (already rejected)."""
 
 
 def annotate_batch(batch: pa.RecordBatch, opts: AnnotateOptions):
     """``batch`` plus ``lang`` (string), ``lang_score`` (double), ``quality_flags`` (list<string>)."""
     texts = batch.column(opts.text_column).to_pylist()
+    if opts.skip_column:
+        skip = batch.column(opts.skip_column).to_pylist()
+        texts = [None if s else t for t, s in zip(texts, skip)]
     if opts.language:
         langs, scores = identify(texts, opts.model_path, opts.max_chars)
     else:

@@ -23,32 +23,38 @@ _ENTITIES = [
     ("&amp;", "&"),  # last: "&amp;lt;" must become "&lt;", not "<"
 ]
 
-_STEPS: list[tuple[str, str]] = [
+# (triggers, [(pattern, replacement), …]): a group runs only on texts containing one of its
+# trigger substrings (a CASE, evaluated lazily), so the common plain post pays a few `instr`s.
+_GROUPS: list[tuple[list[str], list[tuple[str, str]]]] = [
     # HTML: comments, script/style blocks, then any tag-looking span (not "a < b" or "<3")
-    (r"(?s)<!--.*?-->", " "),
-    (r"(?is)<(script|style)[^>]*>.*?</(script|style)>", " "),
-    (r"</?[A-Za-z][A-Za-z0-9:-]*(\s[^<>]{0,500})?/?>", " "),
+    (["<"], [
+        (r"(?s)<!--.*?-->", " "),
+        (r"(?is)<(script|style)[^>]*>.*?</(script|style)>", " "),
+        (r"</?[A-Za-z][A-Za-z0-9:-]*(\s[^<>]{0,500})?/?>", " "),
+    ]),
     # markdown links and images: keep the anchor text, drop the target
-    (r"!?\[([^\]\n]{0,300})\]\([^)\s]{0,2000}\)", "$1"),
-    # URLs and bare domains with a path
-    (r"(?i)\b(https?://|ftp://|www\.)[^\s<>\"']+", " "),
+    (["]("], [(r"!?\[([^\]\n]{0,300})\]\([^)\s]{0,2000}\)", "$1")]),
+    # URLs
+    (["://", "www.", "WWW."], [(r"(?i)\b(https?://|ftp://|www\.)[^\s<>\"']+", " ")]),
     # markdown emphasis, inline code, strike-through (no back-references: one pattern per marker)
-    (r"\*\*\*([^*\n]+)\*\*\*", "$1"),
-    (r"\*\*([^*\n]+)\*\*", "$1"),
-    (r"__([^_\n]+)__", "$1"),
-    (r"~~([^~\n]+)~~", "$1"),
-    (r"`{3}[^\n]*", " "),
-    (r"`([^`\n]+)`", "$1"),
-    (r"(^|\s)\*([^*\s][^*\n]*)\*", "$1$2"),
+    (["*"], [
+        (r"\*\*\*([^*\n]+)\*\*\*", "$1"),
+        (r"\*\*([^*\n]+)\*\*", "$1"),
+        (r"(^|\s)\*([^*\s][^*\n]*)\*", "$1$2"),
+    ]),
+    (["__"], [(r"__([^_\n]+)__", "$1")]),
+    (["~~"], [(r"~~([^~\n]+)~~", "$1")]),
+    (["`"], [(r"`{3}[^\n]*", " "), (r"`([^`\n]+)`", "$1")]),
     # block markup at line starts: headings, quotes, list bullets, horizontal rules, table pipes
-    (r"(?m)^[ \t]*(#{1,6}|>+|[-*+]|\d{1,3}[.)])[ \t]+", ""),
-    (r"(?m)^[ \t]*([-*_][ \t]*){3,}$", ""),
-    (r"(?m)^\|.*\|$", " "),
+    (["#", ">", "- ", "* ", "+ ", ". ", ") ", "---", "***", "___", "|"], [
+        (r"(?m)^[ \t]*(#{1,6}|>+|[-*+]|\d{1,3}[.)])[ \t]+", ""),
+        (r"(?m)^[ \t]*([-*_][ \t]*){3,}$", ""),
+        (r"(?m)^\|.*\|$", " "),
+    ]),
     # the Blog Authorship Corpus replaced every link with the token "urlLink"
-    (r"\burlLink\b", " "),
+    (["urlLink"], [(r"\burlLink\b", " ")]),
     # zero-width characters, BOM, soft hyphen; control characters except newline and tab
-    (r"[\x{200B}-\x{200D}\x{2060}\x{FEFF}\x{00AD}]", ""),
-    (r"[\x{0000}-\x{0008}\x{000B}\x{000C}\x{000E}-\x{001F}\x{007F}]", ""),
+    ([], [(r"[\x{200B}-\x{200D}\x{2060}\x{FEFF}\x{00AD}\x{0000}-\x{0008}\x{000B}\x{000C}\x{000E}-\x{001F}\x{007F}]", "")]),
 ]
 
 _TWITTER_STEPS: list[tuple[str, str]] = [
@@ -57,18 +63,44 @@ _TWITTER_STEPS: list[tuple[str, str]] = [
     (r"(^|[^\w$])\$[A-Za-z]{1,6}\b", "$1"),  # cashtags
 ]
 
-_WHITESPACE: list[tuple[str, str]] = [
-    (r"[ \t\x{00A0}\x{2000}-\x{200A}\x{3000}]+", " "),
-    (r" ?\n ?", "\n"),
-    (r"\n{3,}", "\n\n"),
+_WHITESPACE: list[tuple[list[str], list[tuple[str, str]]]] = [
+    (["  ", "\t", "\u00a0", "\u3000"] + [chr(c) for c in range(0x2000, 0x200B)],
+     [(r"[ \t\x{00A0}\x{2000}-\x{200A}\x{3000}]+", " ")]),
+    ([" \n", "\n "], [(r" ?\n ?", "\n")]),
+    (["\n\n\n"], [(r"\n{3,}", "\n\n")]),
 ]
+
+
+def _guarded(triggers: list[str], steps: list[tuple[str, str]]):
+    def apply(c: Column) -> Column:
+        out = c
+        for p, r in steps:
+            out = F.regexp_replace(out, p, r)
+        if not triggers:
+            return out
+        cond = None
+        for t in triggers:
+            hit = F.instr(c, t) > 0
+            cond = hit if cond is None else (cond | hit)
+        return F.when(cond, out).otherwise(c)
+
+    return apply
 
 
 def _steps(source: Column | None) -> list:
     """Column -> Column functions, applied one projection at a time (a single nested expression
     of ~40 calls is too deep for Spark Connect's protobuf decoder)."""
-    steps = [lambda c, n=n, r=r: F.replace(c, F.lit(n), F.lit(r)) for n, r in _ENTITIES]
-    steps += [lambda c, p=p, r=r: F.regexp_replace(c, p, r) for p, r in _STEPS]
+    entity_chain = []
+    for n, r in _ENTITIES:
+        entity_chain.append(lambda c, n=n, r=r: F.replace(c, F.lit(n), F.lit(r)))
+
+    def entities(c: Column) -> Column:
+        out = c
+        for f in entity_chain:
+            out = f(out)
+        return F.when(F.instr(c, "&") > 0, out).otherwise(c)
+
+    steps = [entities] + [_guarded(t, g) for t, g in _GROUPS]
     if source is not None:
         def twitter(c: Column) -> Column:
             tw = c
@@ -77,13 +109,13 @@ def _steps(source: Column | None) -> list:
             return F.when(source == "twitter", tw).otherwise(c)
 
         steps.append(twitter)
-    steps += [lambda c, p=p, r=r: F.regexp_replace(c, p, r) for p, r in _WHITESPACE]
+    steps += [_guarded(t, g) for t, g in _WHITESPACE]
     # Spark's trim() strips spaces only; newlines and tabs at the ends go too
-    steps.append(lambda c: F.regexp_replace(c, r"^\s+|\s+$", ""))
+    steps.append(lambda c: F.btrim(c, F.lit(" \n\t\r")))
     return steps
 
 
-def clean_column(df: DataFrame, column: str, out: str, source_column: str | None = None, per_projection: int = 8) -> DataFrame:
+def clean_column(df: DataFrame, column: str, out: str, source_column: str | None = None, per_projection: int = 1) -> DataFrame:
     """``df`` with ``out`` = the cleaned ``column``; Twitter rules where ``source_column`` is twitter."""
     steps = _steps(F.col(source_column) if source_column else None)
     df = df.withColumn(out, F.col(column))

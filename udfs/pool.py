@@ -124,6 +124,14 @@ def _drain(path: str | None) -> Iterator[pa.RecordBatch]:
         os.unlink(path)
 
 
+def _spill_dir() -> str:
+    """Spill files live in RAM where the machine has a tmpfs (they are read back at once)."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
 def pooled_batches(
     fn: Callable[[Any], Iterable[pa.RecordBatch]], items: Iterable[Any], workers: int
 ) -> Iterator[pa.RecordBatch]:
@@ -135,7 +143,7 @@ def pooled_batches(
             yield from fn(item)
         return
     pool = _executor(workers)
-    tmpdir = tempfile.gettempdir()
+    tmpdir = _spill_dir()
     window: deque[Future] = deque()
     it = iter(items)
     try:
