@@ -88,6 +88,9 @@ class TableStore:
             return self.spark.read.format(self.fmt).load(str(self.path(name)))
         return self.spark.read.table(self.qualified_name(name))
 
+    def is_empty(self, name: str) -> bool:
+        return not self.exists(name) or self.read(name).limit(1).count() == 0
+
     def count(self, name: str) -> int:
         return self.read(name).count() if self.exists(name) else 0
 
@@ -157,11 +160,15 @@ class TableStore:
         else:
             self.spark.sql(f"DROP TABLE IF EXISTS {self.qualified_name(name)}")
 
-    def _temp_view(self, df: DataFrame) -> str:
+    def _barrier(self, df: DataFrame) -> DataFrame:
         if self.engine.kind == "embedded":
-            # Sail 0.7 evaluates a MERGE source's projection (and the target's NOT NULL checks)
+            # Sail 0.7 evaluates a write source's projection (and the target's NOT NULL checks)
             # on rows its filters remove; a repartition barrier makes the filter run first.
-            df = df.repartition(max(1, self.engine.python_workers))
+            return df.repartition(max(1, self.engine.python_workers))
+        return df
+
+    def _temp_view(self, df: DataFrame) -> str:
+        df = self._barrier(df)
         view = f"lewin_src_{os.getpid()}_{next(_view_counter)}"
         df.createOrReplaceTempView(view)
         return view
@@ -173,7 +180,10 @@ class TableStore:
         an anti-join then append (same effect, without atomicity)."""
         self.ensure(name, schema)
         df = df.select(*[f.name for f in schema.fields])
-        if self.fmt == "delta":
+        if self.fmt == "delta" and self.is_empty(name):
+            # first load (a backfill): nothing to match against, a plain append is the same write
+            self._write(self._barrier(df), name, mode="append")
+        elif self.fmt == "delta":
             view = self._temp_view(df)
             on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
             try:
