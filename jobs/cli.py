@@ -171,6 +171,28 @@ def curate(
         _curate_all(store, cfg, source or list(SOURCES))
 
 
+def _scrub_and_group(store, cfg: LewinConfig) -> None:
+    from lewin.jobs.scrub import scrub as scrub_job
+    from lewin.jobs.users import build_users
+
+    with err_console.status("scrubbing PII …"):
+        r = scrub_job(store, cfg)
+    kinds = ", ".join(f"{k}={v}" for k, v in sorted(r.entities.items(), key=lambda kv: -kv[1])) or "none"
+    console.print(f"[bold]scrub[/]: {r.records_in} silver rows scrubbed ({kinds} replaced), "
+                  f"{r.removed} removed with their silver rows")
+    with err_console.status("building user timelines …"):
+        u = build_users(store, cfg)
+    console.print(f"[bold]users[/]: {u.users_changed} timelines (re)built, {u.users_removed} removed, {u.users_total} in total")
+
+
+@app.command()
+def scrub() -> None:
+    """Replace PII in silver_records with consistent fictitious values, then rebuild changed timelines."""
+    cfg = _load()
+    with _store(cfg) as store:
+        _scrub_and_group(store, cfg)
+
+
 @app.command()
 def run(
     data: Optional[Path] = typer.Option(
@@ -200,8 +222,10 @@ def run(
             if source in plan:
                 _print_ingest(_ingest_with_progress(store, cfg, source, plan[source]))
         _curate_all(store, cfg, SOURCES)
+        _scrub_and_group(store, cfg)
         _print_status(store)
-    console.print(f"tables are in {cfg.storage.root.absolute()}  (try: lewin sql \"SELECT source, count(*) FROM bronze_reddit GROUP BY 1\")")
+    console.print(f"tables are in {cfg.storage.root.absolute()}  "
+                  "(try: lewin sql \"SELECT source, user_id, n_records FROM users WHERE n_records >= 8\")")
 
 
 def _print_status(store) -> None:
@@ -257,7 +281,7 @@ def _print_status(store) -> None:
     t.add_column("table")
     t.add_column("rows", justify="right")
     t.add_column("version", justify="right")
-    names = list(T.BRONZE_TABLES) + list(T.SILVER_TABLES) + list(T.OPS_TABLES)
+    names = list(T.BRONZE_TABLES) + list(T.SILVER_TABLES) + list(T.PII_TABLES) + list(T.OPS_TABLES)
     for name in names:
         if store.exists(name):
             v = store.version(name)

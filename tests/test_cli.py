@@ -49,6 +49,16 @@ def test_sql_addresses_tables_by_name(ran):
     assert r.returncode == 0 and r.stdout.splitlines()[1] == "long_history_lou,14"
 
 
+def test_sql_over_curated_users(ran):
+    cwd, _ = ran
+    r = lewin("sql", "SELECT source, user_id, n_records FROM users WHERE n_records >= 8 ORDER BY n_records DESC, user_id",
+              "--format", "json", "--limit", "0", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert rows[0] == {"source": "reddit", "user_id": "long_history_lou", "n_records": 14}
+    assert all(x["n_records"] >= 8 for x in rows) and len(rows) >= 10
+
+
 def test_sql_error_is_a_message_not_a_traceback(ran):
     cwd, _ = ran
     r = lewin("sql", "SELECT no_such_column FROM bronze_reddit", cwd=cwd)

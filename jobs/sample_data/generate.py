@@ -111,8 +111,28 @@ REVIEW_BITS = [
 T0 = datetime(2019, 1, 1, tzinfo=timezone.utc)
 
 
-def post(rng: random.Random, n_mid: int = 3) -> str:
+# PII goes into about a third of the posts (its own random stream: the rest of the sample does not
+# shift). Every injected value is listed in pii_injected.json, which the leak test reads.
+PII_RNG = random.Random(SEED + 1)
+PII_LOG: list[dict] = []
+SHARED_EMAIL = "tamsin.okafor48@posteo.de"  # the same e-mail in two users' posts (consistency test)
+
+
+def _pii_sentence(etype: str | None = None, value: str | None = None) -> str:
+    from lewin.udfs.pii_eval import TEMPLATES, TYPES, _value
+
+    etype = etype or PII_RNG.choice(TYPES)
+    value = value or _value(etype, PII_RNG)
+    PII_LOG.append({"type": etype, "value": value})
+    return PII_RNG.choice(TEMPLATES[etype]).format(v=value)
+
+
+def post(rng: random.Random, n_mid: int = 3, pii: tuple[str, str] | None = None) -> str:
     parts = [rng.choice(OPENERS)] + rng.sample(MIDDLES, n_mid) + [rng.choice(FEELINGS), rng.choice(CLOSERS)]
+    if pii is not None:
+        parts.insert(2, _pii_sentence(*pii))
+    elif PII_RNG.random() < 0.33:
+        parts.insert(PII_RNG.randrange(1, len(parts)), _pii_sentence())
     return " ".join(parts)
 
 
@@ -137,13 +157,15 @@ def reddit(out: Path, rng: random.Random) -> None:
     subs: list[dict] = []
     i = 0
     for u in users:
-        for _ in range(14 if u == "long_history_lou" else rng.randrange(3, 6)):
+        for k in range(14 if u == "long_history_lou" else rng.randrange(3, 6)):
             i += 1
             t = ts(rng)
+            shared = u in ("long_history_lou", "sample_user_01") and k < (2 if u == "long_history_lou" else 1)
             subs.append({
                 "id": f"s{i:05d}", "author": u, "created_utc": int(t.timestamp()), "score": rng.randrange(2, 400),
                 "num_comments": rng.randrange(2, 80), "title": rng.choice(["Need advice", "I finally did it",
-                "Is this normal?", "Small win today", "Vent: long week"]), "selftext": post(rng),
+                "Is this normal?", "Small win today", "Vent: long week"]),
+                "selftext": post(rng, pii=("EMAIL_ADDRESS", SHARED_EMAIL) if shared else None),
                 "subreddit": rng.choice(SUBREDDITS), "distinguished": None, "stickied": False, "over_18": False,
                 "is_self": True, "url": f"https://www.reddit.com/r/x/comments/s{i:05d}/",
             })
@@ -346,8 +368,13 @@ def amazon(out: Path, rng: random.Random) -> None:
 
 def generate(out: Path) -> None:
     rng = random.Random(SEED)
+    PII_RNG.seed(SEED + 1)
+    PII_LOG.clear()
     for fn in (reddit, twitter, blogger, amazon):
         fn(out, rng)
+    values = sorted({(x["type"], x["value"]) for x in PII_LOG})
+    (out / "pii_injected.json").write_text(
+        json.dumps([{"type": t, "value": v} for t, v in values], indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main() -> None:

@@ -1,0 +1,165 @@
+"""Job: replace PII in ``silver_records`` with consistent fictitious values ->
+``silver_records_scrubbed``.
+
+Incremental and idempotent: silver rows not scrubbed yet (or scrubbed under another
+configuration: ``scrub_version``) are scrubbed and upserted; scrubbed rows whose silver row is
+gone (k-core or dedup moved it to ``rejected``) are deleted. Nothing downstream of this table
+ever sees the original text, and no log line carries it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
+
+from lewin.jobs import failpoints
+from lewin.jobs.ingest import new_run_id
+from lewin.jobs.tables import TableStore
+from lewin.schemas import tables as T
+from lewin.schemas.config import LewinConfig
+from lewin.udfs import pii
+from lewin.udfs.pool import map_in_arrow_pooled
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScrubResult:
+    run_id: str
+    records_in: int = 0
+    scrubbed: int = 0
+    removed: int = 0
+    entities: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def reconciles(self) -> bool:
+        return self.records_in == self.scrubbed
+
+
+def resolve_salt(cfg: LewinConfig) -> bytes:
+    """The surrogate key: ``pii.salt``, else ``$<pii.salt_env>``, else ``pii.salt_file`` (created
+    with a random key on first use). Never a constant in code."""
+    pc = cfg.pii
+    if pc.salt:
+        return pc.salt.encode("utf-8")
+    env = os.environ.get(pc.salt_env)
+    if env:
+        return env.encode("utf-8")
+    path = Path(pc.salt_file) if pc.salt_file else cfg.storage.root / "_secrets" / "pii_salt"
+    if path.is_file():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    log.info("created a new PII surrogate key at %s (keep it: the same key keeps surrogates stable)", path)
+    return key
+
+
+def pii_options(cfg: LewinConfig) -> pii.PiiOptions:
+    pc = cfg.pii
+    return pii.PiiOptions(entities=tuple(pc.entities), min_score=tuple(sorted(pc.min_score.items())),
+                          spacy_model=pc.spacy_model, ner_window=pc.ner_window, salt=resolve_salt(cfg))
+
+
+def scrub_version(opts: pii.PiiOptions) -> str:
+    """Changes when anything that changes the output changes (the key only by fingerprint)."""
+    key_fp = hmac.new(opts.salt, b"lewin-scrub-fingerprint", hashlib.sha256).hexdigest()[:8]
+    payload = json.dumps([pii.SCRUB_VERSION, opts.entities, opts.min_score, opts.spacy_model, opts.ner_window, key_fp])
+    return f"{pii.SCRUB_VERSION}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+
+def scrub(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> ScrubResult:
+    started = datetime.now(timezone.utc)
+    clock = time.perf_counter()
+    run_id = run_id or new_run_id("scrub")
+    result = ScrubResult(run_id)
+    store.ensure("silver_records_scrubbed", T.SILVER_RECORDS_SCRUBBED)
+    if not cfg.pii.enabled:
+        log.warning("pii.enabled is false: nothing is scrubbed and nothing is published downstream")
+        return result
+    if not store.exists("silver_records"):
+        _write_funnel(store, result, started)
+        return result
+    opts = pii_options(cfg)
+    version = scrub_version(opts)
+    silver = store.read("silver_records")
+    done = store.read("silver_records_scrubbed").where(F.col("scrub_version") == version).select("record_id")
+    todo = silver.join(done, "record_id", "left_anti")
+    out_schema = StructType(T.SILVER_RECORDS.fields + [StructField("pii_spans", T.SILVER_RECORDS_SCRUBBED["pii_spans"].dataType)])
+    scrubbed = map_in_arrow_pooled(todo.select(*[f.name for f in T.SILVER_RECORDS.fields]),
+                                   functools.partial(pii.scrub_batch, opts=opts), out_schema,
+                                   store.engine.python_workers)
+    scrubbed = scrubbed.withColumn("scrub_version", F.lit(version)).withColumn("_scrub_run_id", F.lit(run_id))
+    stage = "_stage_scrub"
+    store.overwrite(stage, scrubbed)
+    staged = store.read(stage)
+    result.records_in = staged.count()
+    if result.records_in:
+        counts = staged.select(F.explode("pii_spans").alias("s")).groupBy("s.type").count().collect()
+        result.entities = {r["type"]: r["count"] for r in counts}
+        store.upsert("silver_records_scrubbed", staged, ["record_id"], T.SILVER_RECORDS_SCRUBBED)
+    result.scrubbed = result.records_in
+    failpoints.hit("scrub.after_upsert")
+    gone = store.read("silver_records_scrubbed").select("record_id").join(silver.select("record_id"), "record_id", "left_anti")
+    result.removed = gone.count()
+    if result.removed:
+        store.delete_keys("silver_records_scrubbed", gone, ["record_id"])
+    if cfg.pii.retention == "drop_upstream_text" and result.records_in:
+        _drop_upstream_text(store, staged.select("record_id", "source"))
+    store.drop(stage)
+    result.seconds = round(time.perf_counter() - clock, 3)
+    _write_funnel(store, result, started)
+    return result
+
+
+def _drop_upstream_text(store: TableStore, ids) -> None:
+    """Retention: the original text leaves bronze and silver once its scrubbed copy exists."""
+    from lewin.jobs.curate import BRONZE_OF
+
+    for source, table in BRONZE_OF.items():
+        if store.exists(table):
+            _null_columns(store, table, ids.where(F.col("source") == source).select("record_id"),
+                          {"text": "NULL", "title": "NULL"})
+    _null_columns(store, "silver_records", ids.select("record_id"), {"text": "''", "title": "NULL"})
+    if store.exists("silver_amazon_pool"):
+        _null_columns(store, "silver_amazon_pool", ids.select("record_id"), {"text": "''", "title": "NULL"})
+
+
+def _null_columns(store: TableStore, table: str, keys, values: dict[str, str]) -> None:
+    if store.fmt == "delta":
+        view = store._temp_view(keys.distinct())
+        sets = ", ".join(f"t.`{c}` = {v}" for c, v in values.items())
+        try:
+            store.spark.sql(f"MERGE INTO {store.ref(table)} t USING {view} s ON t.record_id = s.record_id "
+                            f"WHEN MATCHED THEN UPDATE SET {sets}")
+        finally:
+            store.spark.catalog.dropTempView(view)
+    else:
+        df = store.read(table)
+        hit = keys.distinct().withColumn("_hit", F.lit(True))
+        df = df.join(hit, "record_id", "left")
+        for c, v in values.items():
+            df = df.withColumn(c, F.when(F.col("_hit"), F.expr(v).cast(df.schema[c].dataType)).otherwise(F.col(c)))
+        store.overwrite(table, df.drop("_hit"))
+
+
+def _write_funnel(store: TableStore, r: ScrubResult, started: datetime) -> None:
+    detail = {"entities_replaced": r.entities, "removed_downstream": r.removed, "seconds": r.seconds}
+    row = (r.run_id, "scrub", "all", started, datetime.now(timezone.utc), None, None, None, None,
+           r.records_in, r.scrubbed, 0, 0, 0, json.dumps(detail))
+    store.append("runs", store.spark.createDataFrame([row], T.RUNS))

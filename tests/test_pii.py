@@ -1,0 +1,226 @@
+"""PII: surrogates, detection, the scrub job, leaks, retention, consistency."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from lewin.jobs.cli import bundled_sample
+from lewin.jobs.curate import curate
+from lewin.jobs.ingest import ingest
+from lewin.jobs.scrub import resolve_salt, scrub
+from lewin.udfs import pii
+from lewin.udfs.pii_eval import build, score
+from lewin.udfs.surrogates import Surrogates
+
+from .conftest import ENGINE, SHARED_DATA
+
+SALT = b"test-salt-not-a-secret"
+
+
+def test_surrogates_are_deterministic_per_user_and_keep_the_kind():
+    s = Surrogates(SALT)
+    a1 = s.replace("u1", "EMAIL_ADDRESS", "Jane.Doe@Example.com")
+    assert a1 == s.replace("u1", "EMAIL_ADDRESS", "jane.doe@example.com ")  # canonical form
+    assert a1 != s.replace("u2", "EMAIL_ADDRESS", "jane.doe@example.com")
+    assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", a1)
+    assert Surrogates(b"another key").replace("u1", "EMAIL_ADDRESS", "jane.doe@example.com") != a1
+    # names token by token: the first name alone maps like the first name in the full name
+    full = s.replace("u1", "PERSON", "Oluwaseun Adeyemi")
+    assert full.split()[0] == s.replace("u1", "PERSON", "Oluwaseun") and len(full.split()) == 2
+    assert "Oluwaseun" not in full and "Adeyemi" not in full
+    # shapes
+    phone = s.replace("u1", "PHONE_NUMBER", "(415) 555-0142")
+    assert re.fullmatch(r"\(\d{3}\) \d{3}-\d{4}", phone) and phone != "(415) 555-0142"
+    ssn = s.replace("u1", "US_SSN", "078-05-1121")
+    assert re.fullmatch(r"9\d\d-\d\d-\d{4}", ssn)
+    card = s.replace("u1", "CREDIT_CARD", "4111 1111 1111 1111").replace(" ", "")
+    assert len(card) == 16 and _luhn_ok(card)
+    iban = s.replace("u1", "IBAN_CODE", "DE89 3704 0044 0532 0130 00")
+    compact = iban.replace(" ", "")
+    assert compact[:2] == "DE" and len(compact) == 22 and _iban_ok(compact)
+    assert ":" in s.replace("u1", "IP_ADDRESS", "2001:db8::1")
+
+
+def _luhn_ok(num: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(num)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _iban_ok(iban: str) -> bool:
+    return int("".join(str(int(c, 36)) for c in iban[4:] + iban[:4])) % 97 == 1
+
+
+def test_resolve_merges_overlaps_without_leaving_fragments():
+    F_ = pii.Found
+    spans = pii.resolve([F_(0, 10, "URL", 0.6), F_(5, 14, "PHONE_NUMBER", 0.4), F_(20, 31, "US_SSN", 0.5),
+                         F_(20, 31, "PHONE_NUMBER", 0.4), F_(40, 60, "EMAIL_ADDRESS", 1.0), F_(40, 45, "PERSON", 0.85)],
+                        {})
+    assert [(s.start, s.end, s.etype) for s in spans] == [(0, 14, "URL"), (20, 31, "US_SSN"), (40, 60, "EMAIL_ADDRESS")]
+    assert pii.resolve([F_(0, 5, "URL", 0.3)], {"URL": 0.5}) == []
+
+
+@pytest.fixture(scope="module")
+def scrubber():
+    from lewin.schemas.config import load_config
+
+    cfg = load_config().pii
+    return pii.PiiOptions(entities=tuple(cfg.entities), min_score=tuple(cfg.min_score.items()),
+                          spacy_model=cfg.spacy_model, ner_window=cfg.ner_window, salt=SALT)
+
+
+def test_every_supported_type_is_found_and_replaced(scrubber):
+    import pyarrow as pa
+
+    text = ("Yesterday I met Oluwaseun Adeyemi at the market. Email me at olu.adeyemi@posteo.de or call "
+            "(415) 867-5309. My SSN is 219-09-9999 and my card 4539 1488 0343 6467 was charged. "
+            "We moved to 48 Larkspur Lane, Millbrook. See instagram.com/olu_adeyemi99 for photos. "
+            "The server is at 203.0.113.57 and my IBAN is DE89 3704 0044 0532 0130 00. Then Oluwaseun left.")
+    out = next(pii.scrub_batch(pa.record_batch({"record_id": ["r"], "user_id": ["u"], "text": [text], "title": [None]}),
+                               scrubber)).to_pylist()[0]
+    for original in ("Oluwaseun", "Adeyemi", "olu.adeyemi@posteo.de", "867-5309", "219-09-9999", "4539 1488",
+                     "Larkspur", "olu_adeyemi99", "203.0.113.57", "DE89 3704"):
+        assert original not in out["text"], original
+    types = {s["type"] for s in out["pii_spans"]}
+    assert types >= {"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "STREET_ADDRESS", "URL",
+                     "IP_ADDRESS", "IBAN_CODE"}
+    # spans point into the scrubbed text, and carry no original value
+    for sp in out["pii_spans"]:
+        assert 0 <= sp["start"] < sp["end"] <= len(out["text"]) and set(sp) == {"field", "type", "start", "end", "score"}
+    assert out["text"].startswith("Yesterday I met ") and out["text"].endswith(" left.")
+
+
+def test_hard_negatives_stay(scrubber):
+    import pyarrow as pa
+
+    text = ("It cost $1,249.99 in 2019. The meeting moved to 10:30 on 12/05/2021. Version 2.3.14 fixed it. "
+            "We read The Great Gatsby in March and went to google.com for answers.")
+    out = next(pii.scrub_batch(pa.record_batch({"record_id": ["r"], "user_id": ["u"], "text": [text], "title": [None]}),
+                               scrubber)).to_pylist()[0]
+    assert out["text"] == text and out["pii_spans"] == []
+
+
+def test_evaluation_set_labels_and_recall(scrubber):
+    docs = build(SHARED_DATA if SHARED_DATA.is_dir() else None, n_generated=40)
+    assert all(d.text[s:e] for d in docs for s, e, _ in d.gold)
+    det = pii.detector(scrubber.entities, scrubber.spacy_model, scrubber.ner_window)
+    preds = [[(f.start, f.end, f.etype) for f in pii.resolve(fs, dict(scrubber.min_score))] for fs in det.detect([d.text for d in docs])]
+    res = score(docs, preds)
+    for t in ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN"):
+        assert res[t]["recall"] == 1.0, (t, res[t])
+    assert res["PERSON"]["recall"] >= 0.7
+
+
+def _run_pipeline(store, cfg, data: Path):
+    for s in ("reddit", "twitter", "blogger", "amazon"):
+        ingest(store, cfg, s, [str(data / s)])
+        curate(store, cfg, s)
+    return scrub(store, cfg)
+
+
+@pytest.mark.transforms
+def test_same_value_same_user_same_surrogate_other_user_other(store, cfg, sample_copy):
+    cfg.pii.salt = SALT.decode()
+    r = _run_pipeline(store, cfg, sample_copy)
+    assert r.reconciles and r.records_in == store.count("silver_records")
+    rows = store.read("silver_records_scrubbed").where(F.col("source") == "reddit").collect()
+
+    def emails(row):
+        return [row["text"][s["start"]:s["end"]] for s in row["pii_spans"] if s["type"] == "EMAIL_ADDRESS" and s["field"] == "text"]
+
+    shared = "tamsin.okafor48@posteo.de"
+    lou = [e for row in rows if row["user_id"] == "long_history_lou" for e in emails(row)]
+    other = [e for row in rows if row["user_id"] == "sample_user_01" for e in emails(row)]
+    assert len(lou) == 2 and lou[0] == lou[1] and shared not in lou
+    assert len(other) == 1 and other[0] != lou[0]
+    # the originals are upstream only
+    assert store.read("silver_records").where(F.col("text").contains(shared)).count() == 3
+    assert store.read("silver_records_scrubbed").where(F.col("text").contains(shared)).count() == 0
+
+
+@pytest.mark.transforms
+def test_scrub_is_incremental_and_follows_silver(store, cfg, sample_copy):
+    cfg.pii.salt = SALT.decode()
+    first = _run_pipeline(store, cfg, sample_copy)
+    versions = store.version("silver_records_scrubbed")
+    again = scrub(store, cfg)
+    assert again.records_in == 0 and again.removed == 0
+    assert store.version("silver_records_scrubbed") == versions
+    # a row leaving silver leaves the scrubbed table too
+    gone = store.read("silver_records").where(F.col("source") == "blogger").limit(1).select("record_id")
+    gone_id = gone.collect()[0]["record_id"]
+    store.delete_keys("silver_records", gone, ["record_id"])
+    r = scrub(store, cfg)
+    assert r.removed == 1 and store.read("silver_records_scrubbed").where(F.col("record_id") == gone_id).count() == 0
+    # a new key changes every surrogate: everything is scrubbed again
+    cfg.pii.salt = "a different key"
+    r = scrub(store, cfg)
+    assert r.records_in == first.records_in - 1
+
+
+@pytest.mark.transforms
+def test_retention_drops_upstream_originals(store, cfg, sample_copy):
+    cfg.pii.salt = SALT.decode()
+    cfg.pii.retention = "drop_upstream_text"
+    _run_pipeline(store, cfg, sample_copy)
+    scrubbed_ids = store.read("silver_records_scrubbed").select("record_id")
+    for table in ("bronze_reddit", "bronze_twitter", "bronze_blogger", "bronze_amazon"):
+        rows = store.read(table).join(scrubbed_ids, "record_id", "left_semi")
+        assert rows.count() > 0 and rows.where(F.col("text").isNotNull()).count() == 0, table
+    assert store.read("silver_records").where(F.col("text") != "").count() == 0
+    assert store.read("silver_records_scrubbed").where(F.length("text") > 0).count() == store.count("silver_records_scrubbed")
+
+
+def test_salt_comes_from_config_env_or_a_created_secret_file(tmp_path, monkeypatch):
+    from lewin.schemas.config import LewinConfig, StorageConfig
+
+    cfg = LewinConfig(storage=StorageConfig(root=tmp_path))
+    monkeypatch.delenv("LEWIN_PII_SALT", raising=False)
+    key = resolve_salt(cfg)
+    path = tmp_path / "_secrets" / "pii_salt"
+    assert path.read_bytes() == key and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert resolve_salt(cfg) == key
+    monkeypatch.setenv("LEWIN_PII_SALT", "from-env")
+    assert resolve_salt(cfg) == b"from-env"
+    cfg.pii.salt = "from-config"
+    assert resolve_salt(cfg) == b"from-config"
+    assert "from-config" not in repr(pii.PiiOptions(entities=("PERSON",), salt=b"from-config"))
+
+
+@pytest.mark.skipif(ENGINE != "embedded", reason="runs the CLI on the default engine")
+def test_no_injected_value_reaches_anything_downstream_of_the_scrub(tmp_path):
+    """`lewin run` on the bundled sample: every injected value is absent from the scrubbed table,
+    the users table, every file those stages wrote, and every line the run printed."""
+    from deltalake import DeltaTable
+
+    injected = json.loads((bundled_sample() / "pii_injected.json").read_text(encoding="utf-8"))
+    assert len(injected) >= 40 and len({x["type"] for x in injected}) == 9
+    env = dict(os.environ, LEWIN_PII_SALT="leak-test-key")
+    r = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "-v", "run"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    root = tmp_path / "lewin-data"
+    # upstream holds them (so the check below can fail)
+    silver = json.dumps(DeltaTable(str(root / "silver_records")).to_pyarrow_table().to_pylist(), default=str, ensure_ascii=False)
+    assert sum(x["value"] in silver for x in injected) >= 40
+    for table in ("silver_records_scrubbed", "users"):
+        rows = json.dumps(DeltaTable(str(root / table)).to_pyarrow_table().to_pylist(), default=str, ensure_ascii=False)
+        leaked = [x for x in injected if x["value"] in rows]
+        assert leaked == [], (table, leaked)
+        for f in (root / table).rglob("*"):
+            if f.is_file():
+                blob = f.read_bytes()
+                assert not [x for x in injected if x["value"].encode() in blob], f
+    logs = r.stdout + r.stderr
+    assert not [x for x in injected if x["value"] in logs]
+    assert "leak-test-key" not in logs
