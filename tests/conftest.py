@@ -71,3 +71,20 @@ def sample_copy(tmp_path) -> Path:
     dst = tmp_path / "sample"
     shutil.copytree(bundled_sample(), dst, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     return dst
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory):
+    """One `lewin -v run` on the bundled sample (every stage, LLM included), shared by the tests
+    that inspect its tables and its output. The surrogate key comes from the environment."""
+    import subprocess
+    import sys
+
+    if ENGINE != "embedded":
+        pytest.skip("the CLI runs the default (embedded) engine")
+    cwd = tmp_path_factory.mktemp("sample_run")
+    env = dict(os.environ, LEWIN_PII_SALT="leak-test-key")
+    r = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "-v", "run"], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return cwd, r

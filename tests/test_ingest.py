@@ -101,7 +101,8 @@ def test_new_and_changed_files_only(store, cfg, sample_copy):
 def _cli(args, root: Path, env_extra=None):
     """Run the CLI; output goes to files, not pipes, so a killed run cannot hang the test."""
     env = dict(os.environ, **(env_extra or {}))
-    cmd = [sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={root}", "--set", "ingest.batch_max_files=1", *args]
+    cmd = [sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={root}", "--set", "ingest.batch_max_files=1",
+           "--set", "llm.enabled=false", *args]
     out, err = root.parent / "cli.out", root.parent / "cli.err"
     with out.open("w") as o, err.open("w") as e:
         rc = subprocess.run(cmd, env=env, stdout=o, stderr=e, timeout=600).returncode
@@ -153,7 +154,7 @@ def test_sigkill_at_a_random_moment_then_rerun_matches_a_clean_run(tmp_path, sam
     for delay in (1.5, 3.0):
         env = dict(os.environ)
         cmd = [sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={crash_root}", "--set",
-               "ingest.batch_max_files=1", "run", "--data", str(sample_copy)]
+               "ingest.batch_max_files=1", "--set", "llm.enabled=false", "run", "--data", str(sample_copy)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)

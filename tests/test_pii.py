@@ -198,22 +198,24 @@ def test_salt_comes_from_config_env_or_a_created_secret_file(tmp_path, monkeypat
 
 
 @pytest.mark.skipif(ENGINE != "embedded", reason="runs the CLI on the default engine")
-def test_no_injected_value_reaches_anything_downstream_of_the_scrub(tmp_path):
+def test_no_injected_value_reaches_anything_downstream_of_the_scrub(sample_run):
     """`lewin run` on the bundled sample: every injected value is absent from the scrubbed table,
-    the users table, every file those stages wrote, and every line the run printed."""
+    the users table, the LLM ledger (prompts' replies) and the synth/judged/gold tables, every file
+    those stages wrote, and every line the run printed."""
     from deltalake import DeltaTable
 
     injected = json.loads((bundled_sample() / "pii_injected.json").read_text(encoding="utf-8"))
     assert len(injected) >= 40 and len({x["type"] for x in injected}) == 9
-    env = dict(os.environ, LEWIN_PII_SALT="leak-test-key")
-    r = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "-v", "run"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    root = tmp_path / "lewin-data"
+    cwd, r = sample_run
+    root = cwd / "lewin-data"
     # upstream holds them (so the check below can fail)
     silver = json.dumps(DeltaTable(str(root / "silver_records")).to_pyarrow_table().to_pylist(), default=str, ensure_ascii=False)
     assert sum(x["value"] in silver for x in injected) >= 40
-    for table in ("silver_records_scrubbed", "users"):
+    downstream = ["silver_records_scrubbed", "users", "llm_ledger"] + [
+        f"{k}_{a}" for a in ("quality", "persona", "profile", "stories", "writing_style", "scenario", "social_qa")
+        for k in ("synth", "judged", "gold") if (root / f"{k}_{a}").is_dir()]
+    assert len(downstream) > 10
+    for table in downstream:
         rows = json.dumps(DeltaTable(str(root / table)).to_pyarrow_table().to_pylist(), default=str, ensure_ascii=False)
         leaked = [x for x in injected if x["value"] in rows]
         assert leaked == [], (table, leaked)

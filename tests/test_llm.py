@@ -1,0 +1,325 @@
+"""LLM stages: prompts, parsing, engines' request/response, the ledger under faults, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from lewin.jobs.engine import Engine
+from lewin.jobs.llm import run_llm
+from lewin.jobs.tables import TableStore
+from lewin.jobs.users import build_users
+from lewin.schemas import tables as T
+from lewin.schemas.config import LewinConfig, StorageConfig
+from lewin.schemas.llm import output_schema, repair_truncated, validate_output
+from lewin.udfs import llm_stage
+from lewin.udfs.llm_engines import EngineSpec, OpenAIEngine, Request, Response, Sampling, default_gguf
+
+from .conftest import ENGINE
+from .fake_openai import FakeOpenAI
+
+pytestmark = pytest.mark.skipif(ENGINE != "embedded", reason="LLM stages are exercised on the embedded engine")
+
+LIMITS = {"persona_max_words": 100, "profile_min_words": 100, "profile_max_words": 400}
+TEXTS = {
+    "r_ok1": "I spent the weekend helping my brother move into his first flat and we ate pizza on the floor.",
+    "r_ok2": "My grandmother taught me to bake bread and I baked her recipe again last night.",
+    "r_json": "FAIL_JSON I argued with my landlord about the heating.",
+    "r_schema": "FAIL_SCHEMA I started running in the mornings.",
+    "r_500": "FAIL_500 I called my dad for the first time in months.",
+    "r_slow": "FAIL_SLOW I adopted a shy old dog from the shelter.",
+}
+
+
+# --- pure parts ------------------------------------------------------------------------------------
+def test_prompts_are_versioned_files_and_history_is_truncated_oldest_first():
+    p = llm_stage.load_prompt("persona")
+    assert p.version.startswith("persona.v1-") and "[system]" not in p.system
+    records = [{"date": f"2020-01-0{i}", "text": "x" * 400} for i in range(1, 6)]
+    kept = llm_stage.fit_history(records, record_max_chars=300, history_max_chars=1000)
+    assert [r["date"] for r in kept] == ["2020-01-03", "2020-01-04", "2020-01-05"]
+    assert all(len(r["text"]) == 300 for r in kept)
+    assert len(llm_stage.fit_history(records[:1], 5000, 10)) == 1, "the latest post always stays"
+
+
+def test_validate_output_cases():
+    assert validate_output("quality", '{"quality": "high", "harmful": "no", "reason": "ok"}', LIMITS)[0]
+    assert validate_output("quality", "not json", LIMITS)[1].startswith("malformed JSON")
+    assert validate_output("quality", '{"quality": "great", "harmful": "no", "reason": "x"}', LIMITS)[1].startswith("schema violation")
+    words = " ".join(["w"] * 120)
+    assert "120 words" in validate_output("persona", json.dumps({"persona": words}), LIMITS)[1]
+    assert "expected 100-400" in validate_output("profile", json.dumps({"profile": "too short"}), LIMITS)[1]
+    ok, why = validate_output("judge_persona", '{"hallucination": 9, "coverage": 8, "conciseness": 9, "relevance": 9, '
+                                               '"overall": 9, "reasons": "line one\nline two"}', LIMITS)
+    assert why is None and ok["overall"] == 9
+    assert "missing scores" in validate_output("judge_persona", '{"overall": 9}', LIMITS)[1]
+    assert json.loads(repair_truncated('{"overall": 9, "reasons": "cut off mid'))["reasons"] == "cut off mid"
+    schema = json.dumps(output_schema("profile"))
+    assert "maxLength" not in schema and "minLength" not in schema
+
+
+def test_openai_request_building_and_response_parsing():
+    eng = OpenAIEngine(EngineSpec(kind="openai", model="m", base_url="http://127.0.0.1:1/v1"))
+    req = Request("k", ({"role": "system", "content": "s"}, {"role": "user", "content": "u"}), {"type": "object"})
+    body = eng.build_body(req, Sampling(0.7, 0.9, 64, 3))
+    assert body["model"] == "m" and body["max_tokens"] == 64 and body["seed"] == 3
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    r = eng.parse("k", {"choices": [{"message": {"content": "{}"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 2}}, 12)
+    assert (r.text, r.tokens_in, r.tokens_out, r.latency_ms, r.extra["finish_reason"]) == ("{}", 5, 2, 12, "stop")
+
+
+def test_vllm_request_building_and_response_parsing():
+    """Without vLLM installed: the sampling arguments and the RequestOutput parsing."""
+    from types import SimpleNamespace
+
+    from lewin.udfs.llm_engines import VllmEngine
+
+    assert VllmEngine.sampling_kwargs(Sampling(0.7, 0.9, 64, 1)) == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 64,
+                                                                     "seed": 1}
+    out = SimpleNamespace(prompt_token_ids=[1, 2, 3], outputs=[SimpleNamespace(text='{"persona": "x"}', token_ids=[7, 8],
+                                                                               finish_reason="stop")])
+    r = VllmEngine.parse("k", out, 5)
+    assert (r.key, r.text, r.tokens_in, r.tokens_out, r.extra["finish_reason"]) == ("k", '{"persona": "x"}', 3, 2, "stop")
+
+
+def test_vllm_sampling_params_building():
+    pytest.importorskip("vllm", reason="vllm is not installed (GPU extra)")
+    from lewin.udfs.llm_engines import VllmEngine
+
+    sp = VllmEngine.sampling_params(Sampling(0.7, 0.9, 64, 1), {"type": "object"})
+    assert sp.max_tokens == 64 and sp.seed == 1
+
+
+@pytest.mark.gpu
+def test_vllm_engine_on_a_gpu():
+    torch = pytest.importorskip("torch", reason="needs torch with CUDA")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    pytest.importorskip("vllm")
+    from lewin.udfs.llm_engines import get_engine
+
+    model = os.environ.get("LEWIN_VLLM_TEST_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    eng = get_engine(EngineSpec(kind="vllm", model=model, max_model_len=2048, gpu_memory_utilization=0.5))
+    out = eng.generate([Request("a", ({"role": "user", "content": "Describe a baker."},), output_schema("persona"))],
+                       Sampling(max_tokens=96))
+    assert out[0].error is None and "persona" in json.loads(out[0].text)
+
+
+# --- the ledger under faults ---------------------------------------------------------------------
+def _seed_tables(store: TableStore, spark, cfg: LewinConfig, texts: dict | None = None) -> None:
+    rows = []
+    for i, (rid, text) in enumerate((texts or TEXTS).items()):
+        rec = {f.name: None for f in T.SILVER_RECORDS_SCRUBBED.fields}
+        rec.update(record_id=rid, source="blogger", user_id="ann" if i % 2 == 0 else "bob",
+                   event_ts=datetime(2021, 1, 1 + i), text=text, text_hash=rid, _bronze_run_id="b",
+                   _curate_run_id="c", scrub_version="v", _scrub_run_id="s", pii_spans=[])
+        rows.append(rec)
+    store.ensure("silver_records_scrubbed", T.SILVER_RECORDS_SCRUBBED)
+    store.append("silver_records_scrubbed", spark.createDataFrame(rows, T.SILVER_RECORDS_SCRUBBED))
+    build_users(store, cfg)
+
+
+def _cfg(tmp_path: Path, url: str) -> LewinConfig:
+    cfg = LewinConfig(storage=StorageConfig(root=tmp_path / "t", database="llm_" + tmp_path.name[-12:].replace("-", "_")))
+    cfg.llm.engine.kind = "openai"
+    cfg.llm.engine.model = "scripted"
+    cfg.llm.engine.base_url = url
+    cfg.llm.engine.timeout_s = 1.0
+    cfg.llm.engine.max_retries = 1
+    cfg.llm.profile_min_words = 10
+    cfg.llm.chunk_size = 4
+    cfg.llm.max_attempts = 2
+    return cfg
+
+
+def _ledger(store) -> dict:
+    return {r["input_id"]: r for r in store.read("llm_ledger").where(F.col("artifact") == "quality").collect()}
+
+
+def test_faults_fail_their_row_only_then_retry_then_dead_letters(tmp_path, engine):
+    with FakeOpenAI(slow_s=2.5) as srv:
+        cfg = _cfg(tmp_path, srv.url)
+        store = TableStore(engine, cfg.storage)
+        _seed_tables(store, engine.spark, cfg)
+        first = run_llm(store, cfg)
+        q = _ledger(store)
+        # the good rows pass; each bad one is tried max_attempts (2) times in the run, then left dead
+        assert {k: v["status"] for k, v in q.items()} == {
+            "r_ok1": "ok", "r_ok2": "ok", "r_json": "dead", "r_schema": "dead", "r_500": "dead", "r_slow": "dead"}
+        assert all(q[k]["attempts"] == 2 for k in ("r_json", "r_schema", "r_500", "r_slow"))
+        assert all(q[k]["attempts"] == 1 for k in ("r_ok1", "r_ok2"))
+        assert q["r_json"]["error"].startswith("malformed JSON")
+        assert q["r_schema"]["error"].startswith("schema violation")
+        assert q["r_500"]["error"] == "engine error: HTTP 500"
+        assert "timeout" in q["r_slow"]["error"]
+        quality = next(s for s in first.stages if s.artifact == "quality")
+        assert (quality.inputs, quality.sent, quality.ok, quality.dead) == (6, 6 + 4, 2, 4)
+        # the good rows went all the way: synthesis, judging, gold
+        for art in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa"):
+            assert store.count(f"gold_{art}") >= 1, art
+        judged = store.read("judged_persona").collect()[0]
+        assert judged["accepted"] and judged["scores"]["overall"] == 9 and judged["reasons"] == "faithful and clear"
+        calls = srv.total
+
+        second = run_llm(store, cfg)
+        assert second.calls == 0 and srv.total == calls, "a rerun sends nothing"
+        # dead letters can be given another chance on request
+        third = run_llm(store, cfg, retry_dead=True)
+        assert third.calls == 4 * 2
+        keys = store.read("llm_ledger").groupBy("ledger_key").count().where("count > 1").count()
+        assert keys == 0
+
+
+class _Scripted:
+    """An in-process engine double: raises for marked prompts, small context window."""
+
+    name = "scripted"
+    model = "scripted"
+    context_tokens = 300
+
+    def __init__(self):
+        self.calls = 0
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"]) for m in messages) // 4
+
+    def generate(self, requests, sampling):
+        self.calls += len(requests)
+        if any("EXPLODE" in r.messages[-1]["content"] for r in requests):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        from .fake_openai import reply_for
+
+        return [Response(r.key, json.dumps(reply_for(r.schema)), 10, 10, 1) for r in requests]
+
+
+def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
+    from lewin.udfs.llm_engines import register_engine
+
+    cfg = _cfg(tmp_path, "http://unused")
+    cfg.llm.engine.kind = "llamacpp"  # the spec key the double is registered under
+    cfg.llm.engine.model = "scripted"
+    cfg.llm.artifacts = ["quality"]
+    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the double is visible
+    store = TableStore(inline, cfg.storage)
+    _seed_tables(store, engine.spark, cfg, {"r_ok": "A short fine post.", "r_boom": "EXPLODE please",
+                                            "r_long": "word " * 2000})
+    from lewin.jobs.llm import engine_spec
+
+    double = _Scripted()
+    register_engine(engine_spec(cfg), double)
+    cfg.llm.chunk_size = 10
+    run_llm(store, cfg)
+    q = _ledger(store)
+    assert q["r_long"]["status"] == "dead" and q["r_long"]["error"].startswith("prompt_too_long")
+    assert q["r_boom"]["status"] == "dead" and q["r_boom"]["attempts"] == 2 and "CUDA out of memory" in q["r_boom"]["error"]
+    assert q["r_ok"]["status"] == "ok", "a failing engine call fails only its own prompt"
+
+
+def test_prompt_version_change_reruns_only_that_artifact(tmp_path, engine, monkeypatch):
+    with FakeOpenAI() as srv:
+        cfg = _cfg(tmp_path, srv.url)
+        store = TableStore(engine, cfg.storage)
+        _seed_tables(store, engine.spark, cfg, {"r1": "I baked bread with my grandmother.", "r2": "I moved into a new flat."})
+        run_llm(store, cfg)
+        before = {r["ledger_key"] for r in store.read("llm_ledger").collect()}
+        # a new version of the persona template, in a copy of the prompt folder
+        prompts = tmp_path / "prompts"
+        prompts.mkdir()
+        for f in llm_stage.PROMPTS.glob("*.j2"):
+            (prompts / f.name).write_text(f.read_text())
+        (prompts / "persona.v2.j2").write_text((prompts / "persona.v1.j2").read_text().replace("fewer than 100", "under 80"))
+        monkeypatch.setattr(llm_stage, "PROMPTS", prompts)
+        llm_stage.load_prompt.cache_clear()
+        try:
+            r = run_llm(store, cfg)
+        finally:
+            llm_stage.load_prompt.cache_clear()
+        sent = {s.artifact: s.sent for s in r.stages}
+        assert sent == {"quality": 0, "persona": 2, "judge_persona": 2, "profile": 0, "judge_profile": 0, "stories": 0,
+                        "judge_stories": 0, "writing_style": 0, "judge_writing_style": 0, "scenario": 0,
+                        "judge_scenario": 0, "social_qa": 0, "judge_social_qa": 0}
+        synth = store.read("synth_persona").collect()
+        assert len(synth) == 2 and all(s["prompt_version"].startswith("persona.v2-") for s in synth)
+        assert before <= {r["ledger_key"] for r in store.read("llm_ledger").collect()}, "old rows stay in the ledger"
+
+
+def test_crash_mid_stage_then_resume_loses_at_most_a_chunk(tmp_path, engine):
+    with FakeOpenAI() as srv:
+        cfg = _cfg(tmp_path, srv.url)
+        store = TableStore(engine, cfg.storage)
+        _seed_tables(store, engine.spark, cfg)
+        root = cfg.storage.root
+        base = [sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={root}", "--set", "llm.engine.kind=openai",
+                "--set", f"llm.engine.base_url={srv.url}", "--set", "llm.engine.model=scripted", "--set",
+                "llm.chunk_size=2", "--set", "llm.engine.timeout_s=1", "--set", "llm.engine.max_retries=0",
+                "--set", "llm.profile_min_words=10", "llm"]
+        out = tmp_path / "o.txt"
+        with out.open("w") as o:
+            rc = subprocess.run(base, env=dict(os.environ, LEWIN_FAILPOINT="llm.after_chunk"), stdout=o, stderr=o,
+                                timeout=600).returncode
+        assert rc == -signal.SIGKILL
+        first_calls = srv.total
+        assert 0 < store.count("llm_ledger") <= 2, "exactly the first chunk was saved"
+        with out.open("w") as o:
+            assert subprocess.run(base, stdout=o, stderr=o, timeout=900).returncode == 0, out.read_text()[-3000:]
+        ledger = store.read("llm_ledger")
+        assert ledger.groupBy("ledger_key").count().where("count > 1").count() == 0
+        q = ledger.where(F.col("artifact") == "quality").count()
+        assert q == len(TEXTS)
+        # nothing saved as done was asked again: the only repeats are retries of failed prompts
+        # (one HTTP call per attempt here: no HTTP-level retries)
+        repeats = sum(n - 1 for n in srv.calls.values() if n > 1)
+        retries = ledger.agg(F.sum(F.col("attempts") - 1)).collect()[0][0]
+        assert repeats == retries, (repeats, retries, first_calls)
+        assert ledger.where((F.col("attempts") > 1) & (F.col("status") == "ok")).count() == 0
+
+
+def test_openai_engine_against_llama_cpp_server(tmp_path):
+    """The OpenAI path end to end: llama.cpp's own OpenAI-compatible server on the bundled model."""
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", default_gguf(), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"], stdout=log, stderr=log)
+    try:
+        import httpx
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama.cpp server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+        eng = OpenAIEngine(EngineSpec(kind="openai", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1",
+                                      timeout_s=120, max_retries=1, max_concurrency=2))
+        msgs = ({"role": "system", "content": "You label social media posts. Reply with JSON only."},
+                {"role": "user", "content": "Post: I baked bread with my grandmother.\nIs it harmful? How personal is it? Why?"})
+        out = eng.generate([Request("a", msgs, output_schema("quality")), Request("b", msgs, output_schema("persona"))],
+                           Sampling(max_tokens=80))
+        assert all(o.error is None for o in out), [o.error for o in out]
+        label, _ = validate_output("quality", out[0].text, LIMITS)
+        assert label is not None and label["quality"] in ("high", "medium", "low")
+        assert "persona" in json.loads(out[1].text, strict=False)
+        assert out[0].tokens_in > 0 and out[0].tokens_out > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

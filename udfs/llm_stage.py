@@ -1,0 +1,195 @@
+"""The Python half of an LLM stage: prompts from versioned templates, one engine call per batch,
+replies parsed and validated into ledger rows. Runs as an Arrow batch UDF, one engine per worker.
+
+Templates live in ``lewin/udfs/prompts/<name>.v<N>.j2`` with ``[system]`` and ``[user]``
+sections. A prompt's version is its file name plus a hash of its text, so editing a template
+reruns exactly the rows built from it.
+
+Long histories: a per-user prompt lists the user's posts oldest first, each cut to
+``record_max_chars``; if they exceed ``history_max_chars`` the oldest posts are dropped (the
+latest always stays). A prompt still longer than the engine's context minus the reply budget
+fails as ``prompt_too_long`` without an engine call, and is not retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+
+from lewin.schemas.llm import JUDGE_METRICS, output_schema, repair_truncated, validate_output
+from lewin.udfs.llm_engines import EngineSpec, Request, Response, Sampling, get_engine
+
+PROMPTS = Path(__file__).parent / "prompts"
+
+METRIC_HELP = {
+    "hallucination": "is everything stated supported by the source posts? (10 = nothing invented)",
+    "coverage": "does it capture the important facts about the person?",
+    "conciseness": "is it free of padding and repetition?",
+    "relevance": "does it stay on what the source shows about the person?",
+    "fidelity": "is it vivid and coherent, and do scenario, question and answer fit together?",
+    "novelty": "is it more than a paraphrase of the post?",
+    "leakage": "can the answer NOT be read off the scenario? (10 = no leakage)",
+    "overall": "overall quality as training data",
+}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    version: str
+    system: str
+    user: str
+
+
+@lru_cache(maxsize=None)
+def load_prompt(name: str) -> Prompt:
+    """The latest version of template ``name`` (``persona``, ``judge`` …)."""
+    files = sorted(PROMPTS.glob(f"{name}.v*.j2"), key=lambda p: int(re.search(r"\.v(\d+)\.j2$", p.name).group(1)))
+    if not files:
+        raise FileNotFoundError(f"no prompt template {name}.v<N>.j2 in {PROMPTS}")
+    text = files[-1].read_text(encoding="utf-8")
+    m = re.search(r"^\[system\]\n(.*?)^\[user\]\n(.*)\Z", text, flags=re.S | re.M)
+    if not m:
+        raise ValueError(f"{files[-1]} needs [system] and [user] sections")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return Prompt(name, f"{files[-1].stem}-{digest}", m.group(1).strip(), m.group(2).strip())
+
+
+def prompt_for(artifact: str) -> Prompt:
+    return load_prompt("judge" if artifact.startswith("judge_") else artifact)
+
+
+@lru_cache(maxsize=None)
+def _env():
+    import jinja2
+
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def fit_history(records: list[dict], record_max_chars: int, history_max_chars: int) -> list[dict]:
+    """Oldest first, each cut; drop the oldest until the total fits (never the latest)."""
+    cut = [dict(r, text=(r.get("text") or "")[:record_max_chars]) for r in records]
+    total = sum(len(r["text"]) for r in cut)
+    while len(cut) > 1 and total > history_max_chars:
+        total -= len(cut.pop(0)["text"])
+    return cut
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    engine: EngineSpec
+    sampling: Sampling
+    max_tokens: tuple[tuple[str, int], ...]
+    limits: tuple[tuple[str, int], ...]
+    qa_per_record: int = 3
+    record_max_chars: int = 1500
+    history_max_chars: int = 6000
+    max_attempts: int = 3
+    batch_size: int = 8
+
+
+def render(artifact: str, context: dict, opts: StageOptions) -> tuple[dict, ...]:
+    p = prompt_for(artifact)
+    ctx = dict(context)
+    if "records" in ctx:
+        ctx["records"] = fit_history(ctx["records"], opts.record_max_chars, opts.history_max_chars)
+    if "text" in ctx:
+        ctx["text"] = (ctx["text"] or "")[:opts.record_max_chars]
+    limits = dict(opts.limits)
+    ctx.setdefault("n", opts.qa_per_record)
+    ctx.setdefault("min_words", limits.get("profile_min_words", 100))
+    ctx.setdefault("max_words", limits.get("profile_max_words", 400))
+    if artifact.startswith("judge_"):
+        ctx.update(artifact=artifact[len("judge_"):].replace("_", " "), metrics=JUDGE_METRICS[artifact[len("judge_"):]],
+                   help=METRIC_HELP)
+    env = _env()
+    return ({"role": "system", "content": env.from_string(p.system).render(**ctx)},
+            {"role": "user", "content": env.from_string(p.user).render(**ctx)})
+
+
+def _ENDS_IN_FREE_TEXT(artifact: str) -> bool:
+    """Replies whose last field is prose: when the token budget cuts them, closing the string
+    keeps what was written (the judge then scores it like any other reply)."""
+    return artifact.startswith("judge_") or artifact in ("persona", "profile", "writing_style")
+
+
+LEDGER_FIELDS = [
+    ("ledger_key", pa.string()), ("artifact", pa.string()), ("input_id", pa.string()), ("input_hash", pa.string()),
+    ("user_id", pa.string()),
+    ("source", pa.string()), ("prompt_version", pa.string()), ("model", pa.string()), ("params_hash", pa.string()),
+    ("engine", pa.string()), ("status", pa.string()), ("output", pa.string()), ("error", pa.string()),
+    ("attempts", pa.int32()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()), ("latency_ms", pa.int64()),
+]
+
+
+def _generate_isolated(engine, requests: list[Request], sampling: Sampling) -> list[Response]:
+    """One engine call for the batch; if the engine raises for the whole call, each request is
+    sent alone, so only the request that breaks it fails."""
+    try:
+        return engine.generate(requests, sampling)
+    except Exception as exc:
+        if len(requests) == 1:
+            return [Response(requests[0].key, error=f"engine error: {type(exc).__name__}: {exc}"[:500])]
+        return [r for req in requests for r in _generate_isolated(engine, [req], sampling)]
+
+
+def run_batch(batch: pa.RecordBatch, opts: StageOptions):
+    """Input rows (ledger_key, artifact, input_id, user_id, source, prompt_version, model,
+    params_hash, prev_attempts, context) -> ledger rows. Failures are rows, not exceptions."""
+    engine = get_engine(opts.engine)
+    rows = batch.to_pylist()
+    limits = dict(opts.limits)
+    max_tokens = dict(opts.max_tokens)
+    results: dict[str, dict] = {}
+    todo: list[tuple[dict, Request, int]] = []
+    for r in rows:
+        attempts = int(r.get("prev_attempts") or 0) + 1
+        base = {k: r[k] for k in ("ledger_key", "artifact", "input_id", "input_hash", "user_id", "source",
+                                  "prompt_version", "model", "params_hash")}
+        base.update(engine=engine.name, attempts=attempts, tokens_in=0, tokens_out=0, latency_ms=0, output=None)
+        budget = max_tokens.get("judge" if r["artifact"].startswith("judge_") else r["artifact"], 384)
+        try:
+            messages = render(r["artifact"], json.loads(r["context"]), opts)
+        except Exception as exc:  # a template/context problem fails the row, not the batch
+            results[r["ledger_key"]] = dict(base, status="dead", error=f"prompt error: {exc}"[:500])
+            continue
+        n_in = engine.count_tokens(messages)
+        if n_in + budget > engine.context_tokens:
+            results[r["ledger_key"]] = dict(base, status="dead", tokens_in=n_in,
+                                            error=f"prompt_too_long: {n_in} + {budget} tokens > context {engine.context_tokens}")
+            continue
+        todo.append((base, Request(r["ledger_key"], messages, output_schema(r["artifact"])), budget))
+    # group by reply budget and attempt so one engine call shares its sampling parameters; a retry
+    # samples with another seed (the same seed would reproduce the same failure)
+    by_budget: dict[tuple[int, int], list] = {}
+    for item in todo:
+        by_budget.setdefault((item[2], item[0]["attempts"]), []).append(item)
+    for (budget, attempt), items in by_budget.items():
+        sampling = Sampling(opts.sampling.temperature, opts.sampling.top_p, budget, opts.sampling.seed + attempt - 1)
+        for i in range(0, len(items), max(1, opts.batch_size)):
+            chunk = items[i:i + opts.batch_size]
+            responses = _generate_isolated(engine, [req for _, req, _ in chunk], sampling)
+            for (base, req, _), resp in zip(chunk, responses):
+                row = dict(base, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_ms=resp.latency_ms)
+                if resp.error:
+                    row.update(status="failed", error=resp.error)
+                else:
+                    text = resp.text
+                    if _ENDS_IN_FREE_TEXT(base["artifact"]) and getattr(resp, "extra", {}).get("finish_reason") == "length":
+                        text = repair_truncated(text or "")
+                    parsed, why = validate_output(base["artifact"], text, limits)
+                    if parsed is None:
+                        row.update(status="failed", error=f"{why} | reply: {(resp.text or '')[:300]}")
+                    else:
+                        row.update(status="ok", output=json.dumps(parsed, ensure_ascii=False), error=None)
+                if row["status"] == "failed" and row["attempts"] >= opts.max_attempts:
+                    row["status"] = "dead"
+                results[base["ledger_key"]] = row
+    ordered = [results[r["ledger_key"]] for r in rows]
+    yield pa.RecordBatch.from_pylist(ordered, schema=pa.schema(LEDGER_FIELDS))
