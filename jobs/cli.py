@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,9 @@ app.add_typer(config_app, name="config")
 console = Console()
 err_console = Console(stderr=True)
 log = logging.getLogger("lewin")
+# Two windows are global on purpose: numbering an LLM stage's pending prompts into chunks and the
+# item pool for candidate draws (one sort over ids); Spark Connect warns on every such plan.
+warnings.filterwarnings("ignore", message=".*No Partition Defined for Window.*")
 
 
 class _State:
@@ -151,7 +155,9 @@ def _print_curate(r) -> None:
 def _curate_all(store, cfg: LewinConfig, sources) -> None:
     from lewin.jobs.curate import curate as curate_job
 
-    for source in sources:
+    # Reddit comments are curated right after Reddit submissions, under their own rules
+    expanded = [x for s in sources for x in ((s, "reddit_comments") if s == "reddit" else (s,))]
+    for source in expanded:
         with err_console.status(f"curating {source} …"):
             r = curate_job(store, cfg, source)
         _print_curate(r)
@@ -209,6 +215,30 @@ def llm(
         _llm(store, cfg, retry_dead)
 
 
+def _emit(store, cfg: LewinConfig) -> None:
+    from lewin.jobs.emit import emit as emit_job
+
+    if not cfg.emit.enabled:
+        return
+    with err_console.status("emitting training shards and MCQ sets …"):
+        r = emit_job(store, cfg)
+    for split, by_task in r.counts.items():
+        cells = ", ".join(f"{t}={sum(v.values())}" for t, v in by_task.items())
+        console.print(f"[bold]shards {split}[/]: {sum(sum(v.values()) for v in by_task.values())} samples ({cells})")
+    mcq = ", ".join(f"{t}={n}" for t, n in sorted(r.mcq.items())) or "none"
+    console.print(f"[bold]mcq[/]: {mcq} ({r.distractor_calls} distractor calls; {r.mcq_dropped} questions "
+                  "dropped for too few distinct options)")
+    console.print(f"[bold]emit[/]: {r.kept} of {r.candidates} candidate samples kept after balancing -> {r.out_dir}")
+
+
+@app.command()
+def emit() -> None:
+    """Training shards (train/test by user), MCQ evaluation sets, manifest and LlamaFactory dataset_info."""
+    cfg = _load()
+    with _store(cfg) as store:
+        _emit(store, cfg)
+
+
 @app.command()
 def scrub() -> None:
     """Replace PII in silver_records with consistent fictitious values, then rebuild changed timelines."""
@@ -236,6 +266,9 @@ def run(
 
             cfg.llm = LlmConfig.model_validate({**cfg.llm.model_dump(exclude_unset=True), "profile": "demo"})
             console.print("LLM stages use the 'demo' profile (relaxed thresholds, 2 users); see the README")
+            if "test_fraction" not in cfg.emit.model_fields_set:
+                # a few dozen users: hold out enough of them that every MCQ task has questions
+                cfg.emit.test_fraction = 0.3
     plan: dict[str, list[str]] = {s: list(sc.paths) for s, sc in cfg.ingest.sources.items() if sc.paths}
     if data is not None:
         try:
@@ -254,6 +287,7 @@ def run(
         _curate_all(store, cfg, SOURCES)
         _scrub_and_group(store, cfg)
         _llm(store, cfg)
+        _emit(store, cfg)
         _print_status(store)
     console.print(f"tables are in {cfg.storage.root.absolute()}  "
                   "(try: lewin sql \"SELECT source, user_id, n_records FROM users WHERE n_records >= 8\")")

@@ -36,10 +36,14 @@ from lewin.udfs.rules import tag_rules
 
 log = logging.getLogger(__name__)
 
-BRONZE_OF = {"reddit": "bronze_reddit", "twitter": "bronze_twitter", "blogger": "bronze_blogger", "amazon": "bronze_amazon"}
+# curation source -> bronze table; Reddit comments are curated on their own (other rules), into the
+# same silver table with source "reddit"
+BRONZE_OF = {"reddit": "bronze_reddit", "reddit_comments": "bronze_reddit_comments", "twitter": "bronze_twitter",
+             "blogger": "bronze_blogger", "amazon": "bronze_amazon"}
 # bronze column -> silver column, per source (everything else in silver is null for that source)
 _CARRY = {
     "reddit": {"subreddit": "subreddit"},
+    "reddit_comments": {"subreddit": "subreddit"},
     "twitter": {"user_name": "user_name"},
     "blogger": {"gender": "gender", "age": "age", "industry": "industry"},
     "amazon": {"item_id": "item_id", "rating": "rating"},
@@ -269,6 +273,9 @@ def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None 
         _write_funnel(store, result, started)
         return result
     batch = bronze.where(F.col("_run_id").isin(todo))
+    if source == "reddit_comments":  # the shared Reddit rules read submission columns: null for comments
+        missing = [f for f in T.BRONZE_REDDIT.fields if f.name not in batch.columns]
+        batch = batch.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing])
     stage = f"_stage_curate_{source}"
     store.overwrite(stage, prepare(store, cfg, source, batch, run_id))
     staged = store.read(stage)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SOURCES = ("reddit", "twitter", "blogger", "amazon")
 
@@ -171,6 +171,10 @@ class CurateRules(_Strict):
     reddit_min_score_v1: MinCount = Field(default_factory=lambda: MinCount(min=2))
     reddit_min_comments_v1: MinCount = Field(default_factory=lambda: MinCount(min=2))
     reddit_min_length_v1: MinChars = Field(default_factory=lambda: MinChars(min_chars=300))
+    # Reddit comments (the personalized-commenting task's histories). The paper's Reddit filter is
+    # for submissions; comments keep the deleted/bot/moderator/system-user rules above and these.
+    reddit_comment_min_score_v1: MinCount = Field(default_factory=lambda: MinCount(min=2))
+    reddit_comment_min_length_v1: MinChars = Field(default_factory=lambda: MinChars(min_chars=20))
     twitter_retweet_v1: Rule = Field(default_factory=Rule)
     twitter_quote_v1: Rule = Field(default_factory=Rule)
     twitter_brand_account_v1: BrandAccountRule = Field(default_factory=BrandAccountRule)
@@ -315,7 +319,7 @@ class LlmConfig(_Strict):
     sampling: LlmSampling = Field(default_factory=LlmSampling)
     max_tokens: dict[str, int] = Field(default_factory=lambda: {
         "quality": 96, "persona": 192, "profile": 640, "stories": 512, "writing_style": 192, "scenario": 320,
-        "social_qa": 512, "judge": 192})
+        "social_qa": 512, "judge": 192, "distractor": 160})
     artifacts: list[Literal[LLM_ARTIFACTS]] = Field(default_factory=lambda: list(LLM_ARTIFACTS))  # type: ignore[valid-type]
     quality_keep: list[Literal["high", "medium", "low"]] = Field(default_factory=lambda: ["high"])
     """Records labelled with these qualities (and harmful = no) are synthesised from."""
@@ -346,6 +350,52 @@ class LlmConfig(_Strict):
                     object.__setattr__(self, k, v)
 
 
+# --- training shards and MCQ evaluation sets ----------------------------------------------------------
+EMIT_TASKS = ("profile_generation", "scenario_generation", "social_qa", "writing_imitation",
+              "personalized_commenting", "item_selection")
+
+
+class EmitConfig(_Strict):
+    enabled: bool = True
+    out_dir: Path | None = None
+    """Where shards/, manifest.json, dataset_info.json and mcq/ go (default: <storage.root>/shards)."""
+    seed: int = 42
+    """Sampling, split, candidate items and answer positions all derive from it: same input and
+    seed, byte-identical shards."""
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    """Share of *users* held out (paper: 132,869 test of 1,328,586 samples)."""
+    tasks: list[Literal[EMIT_TASKS]] = Field(default_factory=lambda: list(EMIT_TASKS))  # type: ignore[valid-type]
+    task_weights: dict[str, float] = Field(default_factory=dict)
+    """Relative share per task (default 1 each): a task's budget is max_per_task x weight."""
+    max_per_task: int | None = Field(None, ge=1)
+    """Samples per task for a roughly equal mix (None: the median task's candidate count). A
+    task's budget is split evenly over its sources; a source with fewer samples gives its
+    unused share to the others."""
+    history_records: int = Field(8, ge=1)
+    """Posts/comments shown as a writing or comment history (the latest before the target)."""
+    history_record_chars: int = Field(600, ge=50)
+    item_history: int = Field(20, ge=1)
+    """Purchases shown before the item to pick."""
+    item_candidates: int = Field(20, ge=2)
+    """Item selection is 20-way: the real item + 19 from the pool outside the user's history."""
+    mcq_options: int = Field(8, ge=2)
+    """The other tasks are 8-way: the real answer + 7 distractors."""
+    mcq_max_per_task: int | None = Field(None, ge=1)
+    """Questions per task in the MCQ sets (None: 1000, or 2 under llm.profile demo — each
+    question costs mcq_options - 1 distractor generations)."""
+    shard_max_records: int = Field(20_000, ge=1)
+    """Shards hold at most this many samples (hash-bucketed, so typically ~90% of it)."""
+
+    @model_validator(mode="after")
+    def _known_weights(self):
+        bad = sorted(set(self.task_weights) - set(EMIT_TASKS))
+        if bad:
+            raise ValueError(f"task_weights: unknown task(s) {bad}; tasks are {list(EMIT_TASKS)}")
+        if any(w <= 0 for w in self.task_weights.values()):
+            raise ValueError("task_weights: weights must be > 0")
+        return self
+
+
 class LewinConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -354,6 +404,7 @@ class LewinConfig(_Strict):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     users: UsersConfig = Field(default_factory=UsersConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
+    emit: EmitConfig = Field(default_factory=EmitConfig)
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:

@@ -63,6 +63,12 @@ class SocialQA(_Out):
     items: list[QA] = Field(min_length=1, max_length=6)
 
 
+class Distractor(_Out):
+    """A wrong-but-plausible MCQ option, written without seeing the user's own behaviour."""
+
+    text: str = Field(min_length=1, max_length=2500)
+
+
 METRICS = ("hallucination", "coverage", "conciseness", "relevance", "fidelity", "novelty", "leakage", "overall")
 
 
@@ -88,6 +94,7 @@ OUTPUT_MODELS: dict[str, type[_Out]] = {
     "writing_style": WritingStyle,
     "scenario": Scenario,
     "social_qa": SocialQA,
+    "distractor": Distractor,
 }
 
 # Which judge metrics each artifact is scored on (the others are left out of its judge schema).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,13 @@ def test_run_on_the_bundled_sample_leaves_delta_tables_delta_rs_can_read(ran):
     q = DeltaTable(str(cwd / "lewin-data" / "quarantine")).to_pyarrow_table().to_pylist()
     assert [(x["reason"], x["line"]) for x in q] == [("twitter_error_page", 5)]
     assert "every funnel reconciles" in r.stdout
+    # ... and ends with training shards, their manifest, LlamaFactory's dataset_info and MCQ sets
+    shards = cwd / "lewin-data" / "shards"
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert set(json.loads((shards / "dataset_info.json").read_text())) >= {"lewin_train", "lewin_test"}
+    assert manifest["counts"]["train"] and manifest["counts"]["test"]
+    assert sorted(p.name for p in (shards / "mcq").glob("*.jsonl")) and manifest["mcq"]
+    assert (shards / "train" / "parquet" / "part-00000.parquet").is_file()
 
 
 def test_sql_addresses_tables_by_name(ran):
@@ -55,7 +63,7 @@ def test_sql_over_curated_users(ran):
               "--format", "json", "--limit", "0", cwd=cwd)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
-    assert rows[0] == {"source": "reddit", "user_id": "long_history_lou", "n_records": 14}
+    assert rows[0] == {"source": "reddit", "user_id": "long_history_lou", "n_records": 17}  # 14 posts + 3 comments
     assert all(x["n_records"] >= 8 for x in rows) and len(rows) >= 10
 
 
@@ -93,7 +101,7 @@ def test_status_and_second_run_is_a_noop(ran):
     r = lewin("run", cwd=cwd)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "reddit: 0 new files, 0 records" in r.stdout
-    assert "(0 LLM calls this run)" in r.stdout
+    assert "(0 LLM calls this run)" in r.stdout and re.search(r"\(0\s+distractor\s+calls", r.stdout)
     assert "scrub: 0 silver rows scrubbed" in r.stdout
     s = lewin("status", cwd=cwd)
     assert s.returncode == 0

@@ -204,3 +204,29 @@ def test_curate_killed_then_rerun_ends_exactly_once(tmp_path, failpoint, engine)
     runs = store.read("runs").where("stage = 'curate'").collect()
     last = max(runs, key=lambda r: r["finished_at"])
     assert last["records_in"] == last["kept"] + last["duplicates"] + last["rejected"]
+
+
+@pytest.mark.transforms
+def test_reddit_comments_are_curated_under_their_own_rules(store, cfg, tmp_path):
+    d = tmp_path / "reddit"
+    d.mkdir()
+    text = "I fixed my bike chain this morning and it finally stopped slipping on the hill."
+    rows = [
+        {"id": "ok", "author": "ann", "body": text, "score": 5},
+        {"id": "low", "author": "bob", "body": text + " Low score.", "score": 1},
+        {"id": "short", "author": "cat", "body": "Same.", "score": 9},
+        {"id": "gone", "author": "[deleted]", "body": "[deleted]", "score": 9},
+        {"id": "bot", "author": "helper_bot", "body": text + " Beep.", "score": 9},
+    ]
+    with open(d / "RC_test.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "created_utc": 1600000000, "link_id": "t3_post", "parent_id": "t3_post",
+                                "subreddit": "bikes"}) + "\n")
+    ingest(store, cfg, "reddit", [str(d)])
+    assert curate(store, cfg, "reddit").records_in == 0, "submissions and comments are curated separately"
+    r = curate(store, cfg, "reddit_comments")
+    assert r.reconciles and r.kept == 1
+    assert r.rejected_by_rule == {"reddit_comment_min_score_v1": 1, "reddit_comment_min_length_v1": 1,
+                                  "reddit_deleted_v1": 1, "reddit_bot_v1": 1}
+    silver = store.read("silver_records").collect()
+    assert [(x["record_id"], x["source"], x["subreddit"]) for x in silver] == [("reddit:t1_ok", "reddit", "bikes")]

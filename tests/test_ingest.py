@@ -20,7 +20,7 @@ from .conftest import ENGINE, FIXTURES
 
 SAMPLE_KEPT = {
     "bronze_reddit": 68, "bronze_reddit_comments": 60, "bronze_twitter": 60, "bronze_blogger": 26,
-    "bronze_amazon": 108, "bronze_amazon_items": 12,
+    "bronze_amazon": 108, "bronze_amazon_items": 36,
 }
 SAMPLE_SOURCES = {"reddit": ["bronze_reddit", "bronze_reddit_comments"], "twitter": ["bronze_twitter"],
                   "blogger": ["bronze_blogger"], "amazon": ["bronze_amazon", "bronze_amazon_items"]}

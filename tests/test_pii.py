@@ -200,8 +200,9 @@ def test_salt_comes_from_config_env_or_a_created_secret_file(tmp_path, monkeypat
 @pytest.mark.skipif(ENGINE != "embedded", reason="runs the CLI on the default engine")
 def test_no_injected_value_reaches_anything_downstream_of_the_scrub(sample_run):
     """`lewin run` on the bundled sample: every injected value is absent from the scrubbed table,
-    the users table, the LLM ledger (prompts' replies) and the synth/judged/gold tables, every file
-    those stages wrote, and every line the run printed."""
+    the users table, the LLM ledger (prompts' replies), the synth/judged/gold tables, the training
+    samples and MCQ items, every file those stages wrote (shards included), and every line the run
+    printed."""
     from deltalake import DeltaTable
 
     injected = json.loads((bundled_sample() / "pii_injected.json").read_text(encoding="utf-8"))
@@ -213,7 +214,7 @@ def test_no_injected_value_reaches_anything_downstream_of_the_scrub(sample_run):
     assert sum(x["value"] in silver for x in injected) >= 40
     downstream = ["silver_records_scrubbed", "users", "llm_ledger"] + [
         f"{k}_{a}" for a in ("quality", "persona", "profile", "stories", "writing_style", "scenario", "social_qa")
-        for k in ("synth", "judged", "gold") if (root / f"{k}_{a}").is_dir()]
+        for k in ("synth", "judged", "gold") if (root / f"{k}_{a}").is_dir()] + ["shard_samples", "mcq_items"]
     assert len(downstream) > 10
     for table in downstream:
         rows = json.dumps(DeltaTable(str(root / table)).to_pyarrow_table().to_pylist(), default=str, ensure_ascii=False)
@@ -223,6 +224,17 @@ def test_no_injected_value_reaches_anything_downstream_of_the_scrub(sample_run):
             if f.is_file():
                 blob = f.read_bytes()
                 assert not [x for x in injected if x["value"].encode() in blob], f
+    # the training shards, MCQ sets and manifest
+    shard_files = [f for f in (root / "shards").rglob("*") if f.is_file()]
+    assert any(f.suffix == ".parquet" for f in shard_files) and any(f.suffix == ".jsonl" for f in shard_files)
+    for f in shard_files:
+        if f.suffix == ".parquet":  # compressed: check the decoded rows
+            import pyarrow.parquet as pq
+
+            blob = json.dumps(pq.read_table(f).to_pylist(), ensure_ascii=False).encode()
+        else:
+            blob = f.read_bytes()
+        assert not [x for x in injected if x["value"].encode() in blob], f
     logs = r.stdout + r.stderr
     assert not [x for x in injected if x["value"] in logs]
     assert "leak-test-key" not in logs

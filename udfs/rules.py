@@ -124,31 +124,33 @@ def first_person(r: FirstPersonRule) -> Check:
     return Check(n < 1, F.lit("no first-person pronoun"))
 
 
-# rule name -> (source, builder). Order = evaluation order = the order reasons are reported in.
-RULES: dict[str, tuple[str, Callable]] = {
-    "reddit_deleted_v1": ("reddit", reddit_deleted),
-    "reddit_system_user_v1": ("reddit", user_name_patterns),
-    "reddit_bot_v1": ("reddit", user_name_patterns),
-    "reddit_moderator_v1": ("reddit", reddit_moderator),
-    "reddit_min_score_v1": ("reddit", min_count("score")),
-    "reddit_min_comments_v1": ("reddit", min_count("num_comments")),
-    "reddit_min_length_v1": ("reddit", min_chars),
-    "twitter_retweet_v1": ("twitter", flag("is_retweet")),
-    "twitter_quote_v1": ("twitter", flag("is_quote")),
-    "twitter_brand_account_v1": ("twitter", twitter_brand_account),
-    "twitter_ad_content_v1": ("twitter", ad_content),
-    "twitter_min_length_v1": ("twitter", min_chars),
-    "blogger_min_length_v1": ("blogger", min_chars),
-    "blogger_first_person_v1": ("blogger", first_person),
-    "amazon_min_length_v1": ("amazon", min_chars),
+# rule name -> (curation sources it applies to, builder). Order = evaluation order = the order reasons are reported in.
+RULES: dict[str, tuple[tuple[str, ...], Callable]] = {
+    "reddit_deleted_v1": (("reddit", "reddit_comments"), reddit_deleted),
+    "reddit_system_user_v1": (("reddit", "reddit_comments"), user_name_patterns),
+    "reddit_bot_v1": (("reddit", "reddit_comments"), user_name_patterns),
+    "reddit_moderator_v1": (("reddit", "reddit_comments"), reddit_moderator),
+    "reddit_min_score_v1": (("reddit",), min_count("score")),
+    "reddit_min_comments_v1": (("reddit",), min_count("num_comments")),
+    "reddit_min_length_v1": (("reddit",), min_chars),
+    "reddit_comment_min_score_v1": (("reddit_comments",), min_count("score")),
+    "reddit_comment_min_length_v1": (("reddit_comments",), min_chars),
+    "twitter_retweet_v1": (("twitter",), flag("is_retweet")),
+    "twitter_quote_v1": (("twitter",), flag("is_quote")),
+    "twitter_brand_account_v1": (("twitter",), twitter_brand_account),
+    "twitter_ad_content_v1": (("twitter",), ad_content),
+    "twitter_min_length_v1": (("twitter",), min_chars),
+    "blogger_min_length_v1": (("blogger",), min_chars),
+    "blogger_first_person_v1": (("blogger",), first_person),
+    "amazon_min_length_v1": (("amazon",), min_chars),
 }
 
 
 def enabled_rules(rules: CurateRules, source: str) -> list[tuple[str, Check]]:
     out = []
-    for name, (src, builder) in RULES.items():
+    for name, (sources, builder) in RULES.items():
         cfg = getattr(rules, name)
-        if src == source and cfg.enabled:
+        if source in sources and cfg.enabled:
             out.append((name, builder(cfg)))
     return out
 

@@ -97,6 +97,11 @@ PRODUCTS = [
     ("B0SAMPLE11", "Travel Makeup Bag", "Beauty"),
     ("B0SAMPLE12", "Lip Balm Trio", "Beauty"),
 ]
+# Catalogue-only items (metadata, no reviews): the pool item selection draws its 19 wrong
+# candidates from must be larger than a purchase history.
+CATALOGUE = [(f"B0CATLG{i:03d}", f"{a} {n}", "Beauty") for i, (a, n) in enumerate(
+    (a, n) for a in ("Charcoal", "Aloe", "Coconut", "Green Tea") for n in ("Cleanser", "Scrub", "Lip Gloss", "Hand Cream",
+                                                                          "Eye Gel", "Hair Oil"))]
 REVIEW_BITS = [
     "I bought this after my old one ran out and I was nervous about switching brands.",
     "My skin is very sensitive, so I always patch test first, and this one passed.",
@@ -362,7 +367,7 @@ def amazon(out: Path, rng: random.Random) -> None:
     meta = [{"main_category": "All Beauty", "title": title, "average_rating": 4.2, "rating_number": 120,
              "features": ["Gentle", "Cruelty free"], "description": [f"A {title.lower()} for everyday use."],
              "price": 12.99, "store": "Sample Brand", "categories": [cat], "parent_asin": asin}
-            for asin, title, cat in PRODUCTS]
+            for asin, title, cat in PRODUCTS + CATALOGUE]
     _write_jsonl(out / "amazon" / "meta_Sample_Beauty.jsonl", meta)
 
 

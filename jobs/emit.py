@@ -1,0 +1,375 @@
+"""Job: gold artifacts + user timelines -> training shards, MCQ evaluation sets, manifest.
+
+gold_* + users (+ scrubbed Reddit comments with their parent ids, Amazon item titles)
+  -> six task builders (lewin.udfs.training_tasks) -> samples with a stable sample_id
+  -> split by user (seeded hash) -> balanced per (task, source) -> ``shard_samples`` (Delta)
+  -> held-out samples -> MCQ items (distractors through the LLM ledger) -> ``mcq_items`` (Delta)
+  -> files: shards/{train,test}/{parquet,jsonl}/part-NNNNN.*, mcq/<task>.jsonl, manifest.json,
+     dataset_info.json (LlamaFactory).
+
+Everything is built from scrubbed tables only. Files are written to a fresh folder and swapped in
+at the end, so a crash leaves the previous shards intact; the same input and seed give
+byte-identical files (rows ordered by sample_id, fixed schemas, no timestamps in the files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from lewin.jobs.ingest import new_run_id
+from lewin.jobs.llm import keyed_inputs, run_artifact
+from lewin.jobs.tables import TableStore
+from lewin.schemas import shards as S
+from lewin.schemas import tables as T
+from lewin.schemas.config import LewinConfig
+from lewin.udfs import mcq
+from lewin.udfs import training_tasks as tasks
+
+log = logging.getLogger(__name__)
+
+_DISTRACTOR_INPUT = StructType([StructField(n, StringType()) for n in ("input_id", "user_id", "source", "context")])
+_ARROW_SHARD = pa.schema([
+    ("sample_id", pa.string()), ("task", pa.string()), ("source", pa.string()), ("user_id", pa.string()),
+    ("split", pa.string()), ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("artifact_ids", pa.list_(pa.string())), ("prompt_version", pa.string()),
+])
+
+
+@dataclass
+class EmitResult:
+    run_id: str
+    candidates: int = 0
+    kept: int = 0
+    counts: dict = field(default_factory=dict)  # split -> task -> source -> n
+    mcq: dict = field(default_factory=dict)  # task -> questions
+    mcq_dropped: int = 0
+    distractor_calls: int = 0
+    out_dir: Path | None = None
+
+
+def out_dir(cfg: LewinConfig) -> Path:
+    return Path(cfg.emit.out_dir) if cfg.emit.out_dir else Path(cfg.storage.root) / "shards"
+
+
+def _gold(store: TableStore, artifact: str) -> DataFrame:
+    name = f"gold_{artifact}"
+    if not store.exists(name):
+        return store.spark.createDataFrame([], T.JUDGED)
+    return store.read(name)
+
+
+def task_rows(store: TableStore, cfg: LewinConfig) -> DataFrame:
+    """Every candidate sample of the enabled tasks (TASK_COLUMNS), before split and balance."""
+    ec = cfg.emit
+    users = store.read("users")
+    items = store.read("bronze_amazon_items").select("item_id", "title") if store.exists("bronze_amazon_items") else None
+    persona, profile = _gold(store, "persona"), _gold(store, "profile")
+    parts = []
+    for task in ec.tasks:
+        if task == "profile_generation":
+            parts.append(tasks.profile_generation(persona, profile))
+        elif task == "scenario_generation":
+            parts.append(tasks.scenario_generation(_gold(store, "scenario")))
+        elif task == "social_qa":
+            parts.append(tasks.social_qa(_gold(store, "social_qa"), persona, profile))
+        elif task == "writing_imitation":
+            parts.append(tasks.writing_imitation(users, _gold(store, "writing_style"), items, ec.seed, ec.history_records,
+                                                 ec.history_record_chars))
+        elif task == "personalized_commenting" and store.exists("bronze_reddit_comments"):
+            # ids only from bronze (which parent a comment answers); the texts come from the scrubbed table
+            parents = store.read("bronze_reddit_comments").select("record_id", "parent_id").where(F.col("parent_id").isNotNull())
+            parts.append(tasks.personalized_commenting(store.read("silver_records_scrubbed"), parents, ec.history_records,
+                                                       ec.history_record_chars))
+        elif task == "item_selection":
+            parts.append(tasks.item_selection(users, persona, items, ec.seed, ec.item_history, ec.item_candidates))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out
+
+
+def cell_caps(counts: dict[tuple[str, str], int], cfg: LewinConfig) -> dict[tuple[str, str], int]:
+    """Per (task, source) caps: each task gets max_per_task x weight (default: the median task's
+    candidate count), split evenly over its sources by water-filling."""
+    totals: dict[str, dict[str, int]] = defaultdict(dict)
+    for (task, source), n in counts.items():
+        if n > 0:
+            totals[task][source] = n
+    if not totals:
+        return {}
+    base = cfg.emit.max_per_task or int(statistics.median_low([sum(v.values()) for v in totals.values()]))
+    caps = {}
+    for task, by_source in totals.items():
+        budget = max(1, int(round(base * cfg.emit.task_weights.get(task, 1.0))))
+        left = dict(by_source)
+        while left:
+            share = budget // len(left)
+            small = {s: n for s, n in left.items() if n <= share}
+            if not small:  # every remaining source has more than its share: split the rest evenly
+                for i, s in enumerate(sorted(left)):
+                    caps[(task, s)] = share + (1 if i < budget - share * len(left) else 0)
+                break
+            for s, n in small.items():
+                caps[(task, s)] = n
+                budget -= n
+                del left[s]
+    return caps
+
+
+def _write_if_changed(store: TableStore, table: str, rows: DataFrame, schema: StructType, key: str) -> bool:
+    """Replace ``table`` with ``rows`` unless they hold the same content (a rerun writes nothing)."""
+    store.overwrite(f"_stage_{table}", rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]))
+    new = store.read(f"_stage_{table}")
+    fp = lambda df: df.select(key, F.sha2(F.to_json(F.struct(*[c for c in df.columns])), 256).alias("_fp"))  # noqa: E731
+    changed = not store.exists(table)
+    if not changed:
+        cur = store.read(table)
+        a, b = fp(new), fp(cur)
+        changed = bool(a.exceptAll(b).limit(1).count() or b.exceptAll(a).limit(1).count())
+    if changed:
+        store.overwrite(table, new)
+    store.drop(f"_stage_{table}")
+    return changed
+
+
+# --- MCQ ----------------------------------------------------------------------------------------------
+def _mcq_cap(cfg: LewinConfig) -> int:
+    if cfg.emit.mcq_max_per_task:
+        return cfg.emit.mcq_max_per_task
+    return 2 if cfg.llm.profile == "demo" else 1000
+
+
+def build_mcq(store: TableStore, cfg: LewinConfig, run_id: str, result: EmitResult) -> list[dict]:
+    ec = cfg.emit
+    cap = _mcq_cap(cfg)
+    samples = store.read("shard_samples")
+    test = samples.where(F.col("split") == "test")
+    rank = F.row_number().over(Window.partitionBy("task").orderBy(F.sha2(F.concat_ws(":", F.lit(ec.seed), "sample_id"), 256)))
+    picked = [r.asDict(recursive=True) for r in test.withColumn("_r", rank).where(F.col("_r") <= cap).drop("_r").collect()]
+    questions = [q for q in picked if q["task"] != "item_selection"]
+    # distractors: n_options - 1 engine answers per question, through the ledger (resumable)
+    engine_answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    if cfg.llm.enabled and questions:
+        rows = []
+        for q in questions:
+            for k in range(ec.mcq_options - 1):
+                writer = mcq.DISTRACTOR_WRITERS[k % len(mcq.DISTRACTOR_WRITERS)]
+                rows.append((f"{q['sample_id']}#{k}", q["user_id"], q["source"],
+                             json.dumps({"request": q["public_prompt"], "angle": writer, "task": q["task"]})))
+        inputs = store.spark.createDataFrame(rows, _DISTRACTOR_INPUT)
+        store.overwrite("_stage_emit_distractors", inputs)
+        inputs = store.read("_stage_emit_distractors")
+        stage = run_artifact(store, cfg, "distractor", inputs, run_id)
+        result.distractor_calls = stage.sent
+        keys = keyed_inputs(cfg, "distractor", inputs).select("ledger_key")
+        done = store.read("llm_ledger").where((F.col("artifact") == "distractor") & (F.col("status") == "ok")).join(
+            keys, "ledger_key", "left_semi").select("input_id", "output", "model").collect()
+        for r in sorted(done, key=lambda r: r["input_id"]):
+            sid, k = r["input_id"].rsplit("#", 1)
+            engine_answers[sid].append((int(k), json.loads(r["output"])["text"], f"engine:{r['model']}"))
+        for sid in engine_answers:
+            engine_answers[sid] = [(t, o) for _, t, o in sorted(engine_answers[sid])]
+        store.drop("_stage_emit_distractors")
+    # fallback: other users' real answers to the same task
+    tasks_needed = sorted({q["task"] for q in questions})
+    pool: dict[str, list[tuple[str, str]]] = {}
+    for t in tasks_needed:
+        rows = samples.where(F.col("task") == t).select("user_id", F.element_at("messages", -1)["content"].alias("a")).orderBy(
+            F.sha2(F.concat_ws(":", F.lit(ec.seed), "user_id", "a"), 256)).limit(500).collect()
+        pool[t] = [(r["user_id"], r["a"]) for r in rows]
+    items: list[dict] = []
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for q in picked:
+        by_task[q["task"]].append(q)
+    for task, qs in sorted(by_task.items()):
+        n_opt = ec.item_candidates if task == "item_selection" else ec.mcq_options
+        where = mcq.balanced_positions([q["sample_id"] for q in qs], n_opt, ec.seed)
+        for q in qs:
+            system, user, answer = (m["content"] for m in q["messages"])
+            to = where[q["sample_id"]]
+            if task == "item_selection":
+                user, options = mcq.move_item_answer(user, q["candidates"], q["answer_index"], to)
+                origins = ["real" if i == to else "pool" for i in range(len(options))]
+            else:
+                fallback = [(a, "other_user") for u, a in pool[task] if u != q["user_id"]]
+                chosen = mcq.choose_options(answer, engine_answers.get(q["sample_id"], []), fallback, n_opt, to)
+                if chosen is None:
+                    result.mcq_dropped += 1
+                    continue
+                options, origins = chosen
+            items.append({"mcq_id": q["sample_id"], "task": task, "source": q["source"], "user_id": q["user_id"],
+                          "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                          "options": options, "answer_index": to, "origins": origins})
+    for it in items:
+        S.McqRecord.model_validate(it)
+    result.mcq = dict(Counter(it["task"] for it in items))
+    return items
+
+
+# --- files ---------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_split(store: TableStore, cfg: LewinConfig, split: str, root: Path) -> list[dict]:
+    rows = store.read("shard_samples").where(F.col("split") == split)
+    n = rows.count()
+    if n == 0:
+        return []
+    # hash buckets sized at 90% of the bound keep every shard under it in practice, without a global sort
+    n_shards = max(1, math.ceil(n / (0.9 * cfg.emit.shard_max_records)))
+    rows = rows.withColumn("_shard", F.pmod(F.xxhash64("sample_id"), F.lit(n_shards)))
+    files = []
+    for i in range(n_shards):
+        part = rows.where(F.col("_shard") == i).select(*tasks.SHARD_COLUMNS).orderBy("sample_id")
+        table = pa.Table.from_pylist([r.asDict(recursive=True) for r in part.collect()], schema=_ARROW_SHARD)
+        for kind in ("parquet", "jsonl"):
+            path = root / split / kind / f"part-{i:05d}.{kind}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "parquet":
+                pq.write_table(table, path, compression="zstd")
+            else:
+                with open(path, "w", encoding="utf-8", newline="\n") as f:
+                    for rec in table.to_pylist():
+                        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            files.append({"path": str(path.relative_to(root)), "rows": table.num_rows, "bytes": path.stat().st_size,
+                          "sha256": _sha256(path)})
+    return files
+
+
+def dataset_info(splits: list[str]) -> dict:
+    """LlamaFactory's registry: sharegpt formatting over the `messages` column."""
+    entry = lambda folder: {"file_name": folder, "formatting": "sharegpt", "columns": {"messages": "messages"},  # noqa: E731
+                            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                     "assistant_tag": "assistant", "system_tag": "system"}}
+    info = {}
+    for s in splits:
+        info[f"lewin_{s}"] = entry(f"{s}/parquet")
+        info[f"lewin_{s}_jsonl"] = entry(f"{s}/jsonl")
+    return info
+
+
+def _code_version() -> str:
+    here = Path(__file__).resolve()
+    srcs = [here, Path(tasks.__file__), Path(mcq.__file__), Path(S.__file__)]
+    h = hashlib.sha256()
+    for p in srcs:
+        h.update(p.read_bytes())
+    try:
+        v = metadata.version("lewin")
+    except metadata.PackageNotFoundError:
+        v = "unknown"
+    return f"{v}+{h.hexdigest()[:12]}"
+
+
+def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: EmitResult) -> Path:
+    final = out_dir(cfg)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = []
+    for split in ("train", "test"):
+        files += _write_split(store, cfg, split, tmp)
+    mcq_dir = tmp / "mcq"
+    mcq_dir.mkdir()
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for it in sorted(items, key=lambda x: (x["task"], x["mcq_id"])):
+        by_task[it["task"]].append(it)
+    mcq_stats = {}
+    for task, its in by_task.items():
+        path = mcq_dir / f"{task}.jsonl"
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            for it in its:
+                f.write(json.dumps(it, ensure_ascii=False) + "\n")
+        files.append({"path": str(path.relative_to(tmp)), "rows": len(its), "bytes": path.stat().st_size, "sha256": _sha256(path)})
+        mcq_stats[task] = {"questions": len(its), "options": len(its[0]["options"]),
+                           "answer_positions": dict(sorted(Counter(i["answer_index"] for i in its).items())),
+                           "origins": dict(sorted(Counter(o for i in its for o in i["origins"]).items()))}
+    splits = sorted({f["path"].split("/")[0] for f in files if f["path"].split("/")[0] in ("train", "test")})
+    (tmp / "dataset_info.json").write_text(json.dumps(dataset_info(splits), indent=2) + "\n", encoding="utf-8")
+    total = sum(n for t in result.counts.values() for s in t.values() for n in s.values()) or 1
+    per_task, per_source = Counter(), Counter()
+    for split in result.counts.values():
+        for t, by_src in split.items():
+            for s, n in by_src.items():
+                per_task[t] += n
+                per_source[s] += n
+    upstream = {name: store.version(name) for name in
+                ["users", "silver_records_scrubbed"] + [f"gold_{a}" for a in ("persona", "profile", "writing_style", "scenario", "social_qa")]
+                if store.exists(name)}
+    manifest = {
+        "lewin_code_version": _code_version(),
+        "task_prompt_versions": tasks.TASK_VERSIONS,
+        "config": cfg.emit.model_dump(mode="json", exclude={"out_dir"}),
+        "upstream_delta_versions": upstream,
+        "counts": result.counts,
+        "mix": {"task_share": {k: round(v / total, 4) for k, v in sorted(per_task.items())},
+                "source_share": {k: round(v / total, 4) for k, v in sorted(per_source.items())}},
+        "candidates_before_balance": result.candidates,
+        "mcq": mcq_stats,
+        "mcq_dropped_too_few_options": result.mcq_dropped,
+        "files": files,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# --- the job -------------------------------------------------------------------------------------------
+def emit(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> EmitResult:
+    run_id = run_id or new_run_id("emit")
+    result = EmitResult(run_id)
+    started = datetime.now(timezone.utc)
+    if not store.exists("users"):
+        return result
+    ec = cfg.emit
+    samples = tasks.split_by_user(tasks.to_samples(task_rows(store, cfg)), ec.seed, ec.test_fraction)
+    store.overwrite("_stage_emit_candidates", samples)
+    samples = store.read("_stage_emit_candidates")
+    counts = {(r["task"], r["source"]): r["n"] for r in samples.groupBy("task", "source").agg(F.count(F.lit(1)).alias("n")).collect()}
+    result.candidates = sum(counts.values())
+    caps = cell_caps(counts, cfg)
+    caps_df = store.spark.createDataFrame([(t, s, c) for (t, s), c in sorted(caps.items())], "task string, source string, cap int")
+    kept = tasks.balance(samples, caps_df, ec.seed) if caps else samples.limit(0)
+    _write_if_changed(store, "shard_samples", kept, S.SHARD_SAMPLES, "sample_id")
+    store.drop("_stage_emit_candidates")
+    for r in store.read("shard_samples").groupBy("split", "task", "source").agg(F.count(F.lit(1)).alias("n")).collect():
+        result.counts.setdefault(r["split"], {}).setdefault(r["task"], {})[r["source"]] = r["n"]
+    result.counts = {s: {t: dict(sorted(v.items())) for t, v in sorted(d.items())} for s, d in sorted(result.counts.items())}
+    result.kept = sum(n for t in result.counts.values() for s in t.values() for n in s.values())
+    items = build_mcq(store, cfg, run_id, result)
+    store.ensure("mcq_items", S.MCQ_ITEM)
+    if items or store.count("mcq_items"):
+        _write_if_changed(store, "mcq_items", store.spark.createDataFrame(items, S.MCQ_ITEM), S.MCQ_ITEM, "mcq_id")
+    result.out_dir = write_files(store, cfg, items, result)
+    detail = {"counts": result.counts, "mcq": result.mcq, "mcq_dropped": result.mcq_dropped,
+              "distractor_calls": result.distractor_calls, "out_dir": str(result.out_dir)}
+    row = (run_id, "emit", "all", started, datetime.now(timezone.utc), None, None, None, None,
+           result.candidates, result.kept, 0, result.candidates - result.kept, 0, json.dumps(detail))
+    store.append("runs", store.spark.createDataFrame([row], T.RUNS))
+    return result

@@ -1,0 +1,283 @@
+"""Training shards and MCQ sets: task builders on a fixture with known answers, user-disjoint split,
+balance, byte-identical reruns, MCQ construction (options, distractors, positions), loaders."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+from pyspark.sql import functions as F
+
+from lewin.jobs.emit import cell_caps, emit
+from lewin.jobs.engine import Engine
+from lewin.jobs.llm import engine_spec
+from lewin.jobs.tables import TableStore
+from lewin.schemas import shards as S
+from lewin.schemas import tables as T
+from lewin.udfs import mcq
+from lewin.udfs.llm_engines import Response, register_engine
+
+from .conftest import ENGINE
+
+pytestmark = pytest.mark.skipif(ENGINE != "embedded", reason="emit is exercised end to end on the embedded engine")
+
+T0 = datetime(2021, 3, 1, 12, 0, 0)
+N_WRITERS = 24  # reddit/blogger/twitter users with 3 posts each
+N_BUYERS = 6  # amazon users with 4 purchases each, from a 30-item catalogue
+CATALOGUE = [f"B{i:03d}" for i in range(30)]
+GOLD_USERS = [f"w{i:02d}" for i in range(6)]  # reddit writers with gold persona, profile, scenarios, QA
+STYLE_USERS = GOLD_USERS[:3]
+COMMENTERS = [f"c{i}" for i in range(4)]  # 3 comments each, answering posts in the data
+
+
+def _row(schema, **values):
+    """A tuple for ``schema``; required fields the test does not care about get a filler."""
+    from pyspark.sql.types import BooleanType, IntegerType, LongType, TimestampType
+
+    def filler(f):
+        if f.nullable:
+            return None
+        return {TimestampType: T0, LongType: 0, IntegerType: 0, BooleanType: False}.get(type(f.dataType), "x")
+
+    return tuple(values[f.name] if f.name in values else filler(f) for f in schema.fields)
+
+
+def _timeline(source, user, n, items=None):
+    recs = []
+    for k in range(n):
+        recs.append(_row(T.TIMELINE_RECORD, event_ts=T0 + timedelta(days=k), record_id=f"{source}:{user}:{k}",
+                         title=f"Title {user} {k}" if source == "reddit" else None,
+                         text=f"Post {k} by {user}: yesterday I walked to the harbour and watched the fishing boats come in.",
+                         item_id=items[k] if items else None, rating=4.0 if items else None))
+    return _row(T.USERS, source=source, user_id=user, n_records=n, first_ts=recs[0][0], last_ts=recs[-1][0],
+                mean_chars=80.0, active_days=n, records=recs, records_checksum=1, _users_run_id="r")
+
+
+def _gold(artifact, source, user, output, record_id=None, key=None):
+    return _row(T.JUDGED, artifact=artifact, input_id=record_id or f"{source}:{user}", user_id=user, source=source,
+                record_id=record_id, output=json.dumps(output), prompt_version="v1", model="m",
+                ledger_key=key or f"{artifact}-{user}-{record_id}", judge_model="m", judge_prompt_version="j1",
+                scores={"overall": 9}, overall=9, reasons="", accepted=True)
+
+
+def seed_fixture(store: TableStore, spark) -> None:
+    sources = ["reddit", "blogger", "twitter"]
+    users = [_timeline(sources[i % 3] if f"w{i:02d}" not in GOLD_USERS else "reddit", f"w{i:02d}", 3) for i in range(N_WRITERS)]
+    for b in range(N_BUYERS):
+        users.append(_timeline("amazon", f"a{b}", 4, items=CATALOGUE[b * 4:b * 4 + 4]))
+    store.overwrite("users", spark.createDataFrame(users, T.USERS))
+    persona, profile, scen, qa, style = [], [], [], [], []
+    for u in GOLD_USERS:
+        persona.append(_gold("persona", "reddit", u, {"persona": f"{u} is a harbour-town baker."}))
+        profile.append(_gold("profile", "reddit", u, {"profile": f"{u} bakes bread at dawn and writes about the sea."}))
+        rid = f"reddit:{u}:2"
+        scen.append(_gold("scenario", "reddit", u, {"background": f"A storm hits {u}'s town.", "characters": [u, "a neighbour"],
+                                                    "plots": f"{u} shelters the neighbour and they bake together."}, rid))
+        qa.append(_gold("social_qa", "reddit", u, {"items": [
+            {"type": "action", "scenario": "A storm hits.", "question": "What does the baker do?", "answer": f"{u} opens the bakery."},
+            {"type": "inner_state", "scenario": "A storm hits.", "question": "How does the baker feel?", "answer": f"{u} feels calm."}]}, rid))
+    for u in STYLE_USERS:
+        style.append(_gold("writing_style", "reddit", u, {"style": "short, warm sentences about the sea"}))
+    for name, rows in [("gold_persona", persona), ("gold_profile", profile), ("gold_scenario", scen),
+                       ("gold_social_qa", qa), ("gold_writing_style", style)]:
+        store.overwrite(name, spark.createDataFrame(rows, T.JUDGED))
+    # comments: each commenter answers three posts written by the reddit writers (in silver)
+    scrubbed, parents = [], []
+    for i in range(N_WRITERS):
+        scrubbed.append(_row(T.SILVER_RECORDS_SCRUBBED, record_id=f"reddit:t3_p{i}", source="reddit", user_id=f"w{i:02d}",
+                             event_ts=T0, title=f"Post title {i}", text=f"A post about boats number {i}.",
+                             text_hash=str(i), scrub_version="s", _scrub_run_id="r", _bronze_run_id="b", _curate_run_id="c"))
+    for c, user in enumerate(COMMENTERS):
+        for k in range(3):
+            rid = f"reddit:t1_{user}{k}"
+            scrubbed.append(_row(T.SILVER_RECORDS_SCRUBBED, record_id=rid, source="reddit", user_id=user,
+                                 event_ts=T0 + timedelta(hours=k), text=f"Comment {k} by {user}: lovely boats!",
+                                 text_hash=rid, scrub_version="s", _scrub_run_id="r", _bronze_run_id="b", _curate_run_id="c"))
+            parents.append(_row(T.BRONZE_REDDIT_COMMENTS, record_id=rid, source="reddit", user_id=user, event_ts=T0,
+                                parent_id=f"t3_p{(c * 3 + k) % N_WRITERS}", _file="f", _line=1, _run_id="b",
+                                _ingested_at=T0))
+    store.overwrite("silver_records_scrubbed", spark.createDataFrame(scrubbed, T.SILVER_RECORDS_SCRUBBED))
+    store.overwrite("bronze_reddit_comments", spark.createDataFrame(parents, T.BRONZE_REDDIT_COMMENTS))
+    items = [_row(T.BRONZE_AMAZON_ITEMS, record_id=f"amazon_item:{i}", source="amazon", item_id=i, title=f"Product {i}")
+             for i in CATALOGUE]
+    store.overwrite("bronze_amazon_items", spark.createDataFrame(items, T.BRONZE_AMAZON_ITEMS))
+
+
+class _DistractorDouble:
+    """Writes distractors from the request alone; the first writer always says the same thing
+    (which is also one user's real answer), the second fails on every writing request."""
+
+    name = "scripted"
+    model = "scripted"
+    context_tokens = 4096
+
+    def __init__(self):
+        self.calls = 0
+        self.requests = []
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"]) for m in messages) // 4
+
+    def generate(self, requests, sampling):
+        self.calls += len(requests)
+        out = []
+        for r in requests:
+            self.requests.append(r.messages)
+            system, user = r.messages[0]["content"], r.messages[1]["content"]
+            if mcq.DISTRACTOR_WRITERS[0] in system:
+                out.append(Response(r.key, json.dumps({"text": "Lovely boats!"}), 5, 5, 1))
+            elif mcq.DISTRACTOR_WRITERS[1] in system and "Write a new post" in user:
+                out.append(Response(r.key, error="engine error: simulated"))
+            else:
+                out.append(Response(r.key, json.dumps({"text": f"{system[9:30]} on: {user[:60]}"}), 5, 5, 1))
+        return out
+
+
+@pytest.fixture
+def emitted(tmp_path, engine, cfg):
+    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the double is visible
+    store = TableStore(inline, cfg.storage)
+    seed_fixture(store, engine.spark)
+    cfg.llm.engine.model = "scripted"
+    cfg.llm.max_attempts = 2
+    cfg.emit.test_fraction = 0.4
+    cfg.emit.seed = 7
+    cfg.emit.max_per_task = 10_000
+    cfg.emit.mcq_max_per_task = 4
+    cfg.emit.out_dir = tmp_path / "shards"
+    double = _DistractorDouble()
+    register_engine(engine_spec(cfg), double)
+    result = emit(store, cfg)
+    return store, cfg, result, double
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_every_task_is_built_with_the_expected_counts(emitted):
+    store, cfg, r, _ = emitted
+    per_task = Counter()
+    for split in r.counts.values():
+        for task, by_src in split.items():
+            per_task[task] += sum(by_src.values())
+    assert dict(per_task) == {
+        "profile_generation": len(GOLD_USERS),
+        "scenario_generation": len(GOLD_USERS),
+        "social_qa": 2 * len(GOLD_USERS),
+        "writing_imitation": N_WRITERS + N_BUYERS,
+        "personalized_commenting": len(COMMENTERS) * 2,  # every comment but each user's first has a history
+        "item_selection": N_BUYERS,
+    }
+    rows = {(x["task"], x["user_id"]): x for x in store.read("shard_samples").collect()}
+    wi = rows[("writing_imitation", "w06")]
+    assert wi["messages"][2]["content"].startswith("Post 2 by w06"), "the latest post is the answer"
+    assert "Post 0 by w06" in wi["messages"][1]["content"] and "Post 2 by w06" not in wi["messages"][1]["content"]
+    assert "Write a new post about: Title w06 2" in wi["messages"][1]["content"]
+    qa = [x for (t, u), x in rows.items() if t == "social_qa"][0]
+    assert "harbour-town baker" in qa["messages"][1]["content"] and "harbour-town" not in qa["public_prompt"]
+    item = rows[("item_selection", "a2")]
+    assert len(item["candidates"]) == 20 and len(set(item["candidates"])) == 20
+    assert item["candidates"][item["answer_index"]] == item["messages"][2]["content"] == "Product B011 [item B011]"
+    owned_before = {"B008", "B009", "B010"}
+    assert not any(f"[item {i}]" in c for c in item["candidates"] for i in owned_before), "no candidate from the history"
+    com = [x for (t, u), x in rows.items() if t == "personalized_commenting"][0]
+    assert "The post you reply to:" in com["messages"][1]["content"] and com["messages"][1]["content"].count("Comment ") >= 1
+    for x in rows.values():
+        S.ShardRecord.model_validate({k: x[k] for k in S.ShardRecord.model_fields} | {
+            "messages": [m.asDict() for m in x["messages"]]})
+
+
+def test_split_is_by_user_and_files_are_loadable(emitted):
+    store, cfg, r, _ = emitted
+    root = r.out_dir
+    users = {s: {(x["source"], x["user_id"]) for x in store.read("shard_samples").where(F.col("split") == s).collect()}
+             for s in ("train", "test")}
+    assert users["train"] and users["test"] and not users["train"] & users["test"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    info = json.loads((root / "dataset_info.json").read_text())
+    assert info["lewin_train"] == {"file_name": "train/parquet", "formatting": "sharegpt", "columns": {"messages": "messages"},
+                                   "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                            "assistant_tag": "assistant", "system_tag": "system"}}
+    import hashlib
+
+    for f in manifest["files"]:
+        assert hashlib.sha256((root / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    assert set(manifest["upstream_delta_versions"]) >= {"users", "gold_persona"}
+    datasets = pytest.importorskip("datasets")
+    train = datasets.load_dataset("parquet", data_dir=str(root / "train" / "parquet"), split="train")
+    train_json = datasets.load_dataset("json", data_dir=str(root / "train" / "jsonl"), split="train")
+    assert len(train) == len(train_json) == sum(sum(v.values()) for v in r.counts["train"].values())
+    assert train[0]["messages"][0]["role"] == "system" and train[0]["messages"][-1]["role"] == "assistant"
+
+
+def test_same_input_and_seed_give_byte_identical_files_and_a_rerun_changes_no_table(emitted, tmp_path):
+    store, cfg, r, double = emitted
+    first = _files(r.out_dir)
+    versions = {t: store.version(t) for t in ("shard_samples", "mcq_items")}
+    calls = double.calls
+    r2 = emit(store, cfg)
+    assert _files(r2.out_dir) == first
+    assert {t: store.version(t) for t in versions} == versions, "a rerun writes no new table version"
+    assert double.calls == calls, "distractors come from the ledger on a rerun"
+    cfg.emit.seed = 8
+    emit(store, cfg)
+    assert _files(r.out_dir) != first, "another seed, another split and sample"
+
+
+def test_mcq_items_options_positions_and_distractors(emitted):
+    store, cfg, r, double = emitted
+    items = [json.loads(line) for p in sorted((r.out_dir / "mcq").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    by_task = Counter(i["task"] for i in items)
+    assert by_task["item_selection"] >= 1 and len(by_task) >= 3
+    real_answers = {(x["task"], x["sample_id"]): x["messages"][2]["content"] for x in store.read("shard_samples").collect()}
+    for it in items:
+        S.McqRecord.model_validate(it)
+        n = 20 if it["task"] == "item_selection" else 8
+        assert len(it["options"]) == n and len(set(o.lower() for o in it["options"])) == n
+        assert it["options"][it["answer_index"]] == real_answers[(it["task"], it["mcq_id"])]
+        assert it["origins"][it["answer_index"]] == "real" and it["origins"].count("real") == 1
+        if it["task"] == "item_selection":
+            numbered = it["messages"][1]["content"].split(mcq.CANDIDATES_HEADER)[1]
+            assert f"{it['answer_index'] + 1}. {it['options'][it['answer_index']]}" in numbered
+        else:
+            assert "engine:scripted" in it["origins"]
+    for task in by_task:
+        pos = Counter(i["answer_index"] for i in items if i["task"] == task)
+        per_position = [pos.get(k, 0) for k in range(20 if task == "item_selection" else 8)]
+        assert max(per_position) - min(per_position) <= 1, (task, per_position)
+    # failed distractors were replaced by other users' real answers
+    assert any("other_user" in it["origins"] for it in items if it["task"] == "writing_imitation")
+    # distractor prompts never carry the user's own history, persona or style
+    for messages in double.requests:
+        text = messages[1]["content"]
+        assert "earlier posts" not in text and "About the person" not in text and "writing style" not in text
+
+
+def test_balance_gives_tasks_equal_budgets_split_over_sources():
+    from lewin.schemas.config import LewinConfig
+
+    counts = {("social_qa", "reddit"): 100, ("social_qa", "twitter"): 4, ("item_selection", "amazon"): 10,
+              ("writing_imitation", "blogger"): 30, ("writing_imitation", "reddit"): 30, ("writing_imitation", "amazon"): 3}
+    cfg = LewinConfig()
+    caps = cell_caps(counts, cfg)  # task totals 104, 10, 63: the budget is the median, 63
+    assert caps[("social_qa", "twitter")] == 4 and caps[("social_qa", "reddit")] == 59
+    assert caps[("item_selection", "amazon")] == 10  # fewer than the budget: all of them
+    assert caps[("writing_imitation", "amazon")] == 3 and caps[("writing_imitation", "blogger")] == 30
+    cfg.emit.max_per_task = 10
+    cfg.emit.task_weights = {"social_qa": 2.0}
+    caps = cell_caps(counts, cfg)
+    assert (caps[("social_qa", "reddit")], caps[("social_qa", "twitter")]) == (16, 4)
+    assert [caps[("writing_imitation", s)] for s in ("amazon", "blogger", "reddit")] == [3, 4, 3]
+
+
+def test_mcq_helpers():
+    pos = mcq.balanced_positions([f"q{i}" for i in range(17)], 8, 1)
+    c = Counter(pos.values())
+    assert len(c) == 8 and max(c.values()) - min(c.values()) <= 1
+    opts, origins = mcq.choose_options("Yes.", [("yes. ", "engine:m"), ("No.", "engine:m"), ("no", "engine:m")],
+                                       [("Maybe.", "other_user"), ("Later.", "other_user")], 3, 2)
+    assert opts == ["No.", "Maybe.", "Yes."] and origins == ["engine:m", "other_user", "real"]
+    assert mcq.choose_options("Yes.", [("No.", "e")], [], 3, 0) is None
