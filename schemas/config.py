@@ -407,8 +407,9 @@ class LewinConfig(_Strict):
     emit: EmitConfig = Field(default_factory=EmitConfig)
 
 
-def _format_errors(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration ({origin}):"]
+def format_errors(err: ValidationError, origin: str, what: str = "configuration") -> str:
+    """One line per bad key: ``key: unknown key`` or ``key: why (got value)``."""
+    lines = [f"invalid {what} ({origin}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
@@ -435,6 +436,20 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def read_config_file(path: str | os.PathLike, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A YAML config file's top-level mapping; ``error`` names what is wrong with the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"config file {p} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise error(f"config file {p} must hold a mapping at the top level")
+    return loaded
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> LewinConfig:
     """Load YAML (if given), apply ``key.path=value`` overrides, validate.
 
@@ -442,17 +457,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     tree: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-        tree = loaded
-        origin = str(p)
+        tree, origin = read_config_file(path), str(path)
     for item in overrides or []:
         _set_path(tree, *_parse_override(item))
     if overrides:
@@ -460,7 +465,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     try:
         return LewinConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, origin)) from None
+        raise ConfigError(format_errors(exc, origin)) from None
 
 
 def dump_config(cfg: LewinConfig) -> str:
