@@ -50,16 +50,8 @@ def run_lewin(edges: str, root: str) -> None:
     eng = get_engine(cfg.engine)
     store = TableStore(eng, cfg.storage)
     df = eng.spark.read.parquet(edges)
-    tick = [0]
-
-    def checkpoint(d, r):
-        name = f"_kc_{tick[0] % 2}"
-        tick[0] += 1
-        store.overwrite(name, d)
-        return store.read(name)
-
     t = time.perf_counter()
-    core, rounds = kcore(df, 8, 3, checkpoint)
+    core, rounds = kcore(df, 8, 3, store.checkpointer("_kc"))
     secs = time.perf_counter() - t
     store.overwrite("core", core)
     print(json.dumps({"seconds": secs, "rounds": len(rounds), "core": rounds[-1].interactions,

@@ -262,13 +262,10 @@ def run(
         console.print(f"using the bundled sample: {data}")
         if "profile" not in cfg.llm.model_fields_set:
             # the tiny CPU model cannot meet the paper's thresholds: the named demo profile relaxes them
-            from lewin.schemas.config import LlmConfig
-
-            cfg.llm = LlmConfig.model_validate({**cfg.llm.model_dump(exclude_unset=True), "profile": "demo"})
+            tree = cfg.model_dump(exclude_unset=True)
+            tree["llm"] = {**tree.get("llm", {}), "profile": "demo"}
+            cfg = LewinConfig.model_validate(tree)
             console.print("LLM stages use the 'demo' profile (relaxed thresholds, 2 users); see the README")
-            if "test_fraction" not in cfg.emit.model_fields_set:
-                # a few dozen users: hold out enough of them that every MCQ task has questions
-                cfg.emit.test_fraction = 0.3
     plan: dict[str, list[str]] = {s: list(sc.paths) for s, sc in cfg.ingest.sources.items() if sc.paths}
     if data is not None:
         try:

@@ -215,16 +215,8 @@ def _apply_kcore(store: TableStore, cfg: LewinConfig, run_id: str, at: datetime,
     if not kc.enabled:
         store.insert_new("silver_records", pool, ["record_id"], T.SILVER_RECORDS)
         return
-    tick = [0]
-
-    def checkpoint(df: DataFrame, r: int) -> DataFrame:
-        name = f"_kcore_{tick[0] % 2}"  # alternate: a table cannot be overwritten from itself
-        tick[0] += 1
-        store.overwrite(name, df)
-        return store.read(name)
-
     core, rounds = kcore_lib.kcore(pool.select("user_id", "item_id"), kc.min_user_degree, kc.min_item_degree,
-                                   checkpoint, kc.max_rounds)
+                                   store.checkpointer("_kcore"), kc.max_rounds)
     result.kcore_rounds = [r.__dict__ for r in rounds]
     store.append("kcore_rounds", store.spark.createDataFrame(
         [(run_id, r.round, r.users, r.items, r.interactions, r.dropped) for r in rounds], T.KCORE_ROUNDS))

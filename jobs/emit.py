@@ -149,15 +149,9 @@ def _write_if_changed(store: TableStore, table: str, rows: DataFrame, schema: St
 
 
 # --- MCQ ----------------------------------------------------------------------------------------------
-def _mcq_cap(cfg: LewinConfig) -> int:
-    if cfg.emit.mcq_max_per_task:
-        return cfg.emit.mcq_max_per_task
-    return 2 if cfg.llm.profile == "demo" else 1000
-
-
 def build_mcq(store: TableStore, cfg: LewinConfig, run_id: str, result: EmitResult) -> list[dict]:
     ec = cfg.emit
-    cap = _mcq_cap(cfg)
+    cap = ec.mcq_max_per_task
     samples = store.read("shard_samples")
     test = samples.where(F.col("split") == "test")
     rank = F.row_number().over(Window.partitionBy("task").orderBy(F.sha2(F.concat_ws(":", F.lit(ec.seed), "sample_id"), 256)))

@@ -156,6 +156,19 @@ class TableStore:
             self._write(df, name, mode="overwrite")
         self.register(name)
 
+    def checkpointer(self, prefix: str):
+        """``checkpoint(df, round) -> df`` for iterative jobs: write the frame, read it back (short
+        lineage). Alternates between two tables, since a table cannot be overwritten from itself."""
+        tick = [0]
+
+        def checkpoint(df: DataFrame, _round: int) -> DataFrame:
+            name = f"{prefix}_{tick[0] % 2}"
+            tick[0] += 1
+            self.overwrite(name, df)
+            return self.read(name)
+
+        return checkpoint
+
     def drop(self, name: str) -> None:
         if self.uses_paths:
             self.spark.sql(f"DROP TABLE IF EXISTS {self.storage.database}.{name}")

@@ -355,6 +355,11 @@ EMIT_TASKS = ("profile_generation", "scenario_generation", "social_qa", "writing
               "personalized_commenting", "item_selection")
 
 
+# hold out enough of a few dozen users that every MCQ task has questions; 2 questions a task keep
+# the tiny CPU model's distractor writing to a couple of minutes
+_EMIT_DEMO = {"test_fraction": 0.3, "mcq_max_per_task": 2}
+
+
 class EmitConfig(_Strict):
     enabled: bool = True
     out_dir: Path | None = None
@@ -380,9 +385,8 @@ class EmitConfig(_Strict):
     """Item selection is 20-way: the real item + 19 from the pool outside the user's history."""
     mcq_options: int = Field(8, ge=2)
     """The other tasks are 8-way: the real answer + 7 distractors."""
-    mcq_max_per_task: int | None = Field(None, ge=1)
-    """Questions per task in the MCQ sets (None: 1000, or 2 under llm.profile demo — each
-    question costs mcq_options - 1 distractor generations)."""
+    mcq_max_per_task: int = Field(1000, ge=1)
+    """Questions per task in the MCQ sets; each costs mcq_options - 1 distractor generations."""
     shard_max_records: int = Field(20_000, ge=1)
     """Shards hold at most this many samples (hash-bucketed, so typically ~90% of it)."""
 
@@ -405,6 +409,15 @@ class LewinConfig(_Strict):
     users: UsersConfig = Field(default_factory=UsersConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     emit: EmitConfig = Field(default_factory=EmitConfig)
+
+    @model_validator(mode="after")
+    def _demo_profile_for_emit(self):
+        """llm.profile demo also sizes emit for a sample of a few dozen users; keys set explicitly win."""
+        if self.llm.profile == "demo":
+            for k, v in _EMIT_DEMO.items():
+                if k not in self.emit.model_fields_set:
+                    object.__setattr__(self.emit, k, v)
+        return self
 
 
 def format_errors(err: ValidationError, origin: str, what: str = "configuration") -> str:

@@ -51,15 +51,7 @@ def test_reference_peeling_is_the_maximal_core(edges, ku, ki):
 
 def _spark_core(spark, store, edges, ku, ki):
     df = spark.createDataFrame(sorted(edges), "user_id string, item_id string")
-    tick = [0]
-
-    def checkpoint(d, r):
-        name = f"_kc_{tick[0] % 2}"
-        tick[0] += 1
-        store.overwrite(name, d)
-        return store.read(name)
-
-    core, rounds = kcore(df, ku, ki, checkpoint)
+    core, rounds = kcore(df, ku, ki, store.checkpointer("_kc"))
     return {(r["user_id"], r["item_id"]) for r in core.collect()}, rounds
 
 
