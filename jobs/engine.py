@@ -51,7 +51,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _start_sail(mode: str) -> tuple[str, int]:
+def _start_sail(mode: str, session_timeout_secs: int) -> tuple[str, int]:
     global _SAIL_SERVER
     with _SAIL_LOCK:
         if _SAIL_SERVER is not None and _SAIL_SERVER.running:
@@ -59,6 +59,10 @@ def _start_sail(mode: str) -> tuple[str, int]:
         # Sail reads its configuration from the environment when the server starts.
         os.environ["SAIL_MODE"] = mode
         os.environ.setdefault("RUST_LOG", "error")
+        # Sail ends a session idle for longer than this (120 s by default); Lewin's long driver-side
+        # steps (and a test suite's subprocesses) idle far longer, so the embedded server's limit is
+        # ours to set. The keep-alive below covers whatever limit is in force.
+        os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", str(session_timeout_secs))
         from pysail.spark import SparkConnectServer
 
         server = SparkConnectServer(ip="127.0.0.1", port=0)
@@ -77,6 +81,36 @@ def _stop_sail() -> None:
             except Exception:  # pragma: no cover - shutting down anyway
                 pass
             _SAIL_SERVER = None
+
+
+class _KeepAlive:
+    """Pings a Spark Connect session at a fixed interval so the server never sees it idle.
+
+    A daemon thread; the Spark Connect client is thread-safe. A ping that fails (server gone,
+    session closed) stops the thread quietly: the next real query reports the actual error."""
+
+    def __init__(self, spark: SparkSession, interval_s: float):
+        self._spark = spark
+        self._interval = interval_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lewin-sail-keepalive", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self._spark.range(1).collect()
+            except Exception as exc:  # pragma: no cover - the session is gone; stop pinging
+                log.debug("keep-alive stopped: %s", exc)
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self._interval + 5)
+
+
+def _session_timeout_secs() -> int:
+    return int(os.environ.get("SAIL_SPARK__SESSION_TIMEOUT_SECS", "0") or 0)
 
 
 def _common_conf(builder: SparkSession.Builder, cfg: EngineConfig) -> SparkSession.Builder:
@@ -103,11 +137,18 @@ def get_engine(cfg: EngineConfig, app_name: str = "lewin") -> Engine:
     """Create (or attach to) the session for ``cfg.kind``."""
     cores = _cores()
     if cfg.kind == "embedded":
-        host, port = _start_sail(cfg.sail_mode)
+        host, port = _start_sail(cfg.sail_mode, cfg.session_timeout_secs)
         builder = _common_conf(SparkSession.builder.remote(f"sc://{host}:{port}"), cfg)
         spark = builder.getOrCreate()
         workers = cfg.python_workers or cores
-        return Engine(spark, "embedded", workers, "delta", _stop=spark.stop)
+        # ping at a third of the server's idle limit (the one actually in force for this process)
+        keepalive = _KeepAlive(spark, max(0.5, (_session_timeout_secs() or cfg.session_timeout_secs) / 3))
+
+        def stop() -> None:
+            keepalive.stop()
+            spark.stop()
+
+        return Engine(spark, "embedded", workers, "delta", _stop=stop)
 
     if cfg.kind == "spark":
         builder = SparkSession.builder.master(cfg.master).appName(app_name)

@@ -37,6 +37,9 @@ class EngineConfig(_Strict):
     sail_mode: Literal["local", "local-cluster"] = "local"
     """Sail's running mode for ``kind: embedded``. Both run Python UDFs in one interpreter, so
     Python-heavy stages fan out to a per-worker process pool (``python_workers``)."""
+    session_timeout_secs: int = Field(86_400, ge=1)
+    """``kind: embedded``: Sail ends a session idle for longer than this. Lewin also pings its
+    session at a third of the limit, so idle periods and long driver-side steps never lose it."""
     python_workers: int = Field(0, ge=0)
     """Processes for Python-heavy batch UDFs. 0 = auto: every core under the embedded engine,
     1 (inline) on classic Spark / Databricks, whose executors already run one process per task."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lewin.jobs.engine import get_engine
@@ -43,3 +45,40 @@ def test_ensure_register_and_insert_new_is_idempotent(store, spark):
     store.upsert("runs", upd, ["run_id"], T.RUNS)
     assert store.read("runs").where("run_id = 'r0'").collect()[0]["files"] == 9
     assert store.count("runs") == 3
+
+
+_IDLE_SCRIPT = """
+import os, sys, time
+from lewin.jobs.engine import get_engine
+from lewin.schemas.config import EngineConfig
+eng = get_engine(EngineConfig(kind="embedded"))
+assert eng.spark.range(3).count() == 3
+time.sleep(float(sys.argv[1]))  # idle far past the server's 2-second session limit
+print("after-idle", eng.spark.range(5).count())
+eng.stop()
+"""
+
+
+@pytest.mark.skipif(ENGINE != "embedded", reason="embedded engine only")
+@pytest.mark.parametrize("keepalive", [True, False])
+def test_embedded_session_survives_idle_past_the_server_timeout(tmp_path, keepalive):
+    """Sail ends sessions idle longer than its session timeout; the engine keeps its session alive.
+    The control run (keep-alive disabled) shows the timeout is real, so the test can fail."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SAIL_SPARK__SESSION_TIMEOUT_SECS="2")
+    for var in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
+        env.pop(var, None)
+    script = _IDLE_SCRIPT
+    if not keepalive:
+        script = script.replace("from lewin.jobs.engine import get_engine",
+                                "import lewin.jobs.engine as E\nE._KeepAlive.__init__ = lambda self, *a: None\n"
+                                "E._KeepAlive.stop = lambda self: None\nget_engine = E.get_engine")
+    r = subprocess.run([sys.executable, "-c", script, "7"], env=env, capture_output=True, text=True,
+                       timeout=180, cwd=tmp_path)
+    if keepalive:
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "after-idle 5" in r.stdout
+    else:
+        assert r.returncode != 0 and "after-idle" not in r.stdout
