@@ -51,7 +51,7 @@ def run_lewin(edges: str, root: str) -> None:
     store = TableStore(eng, cfg.storage)
     df = eng.spark.read.parquet(edges)
     t = time.perf_counter()
-    core, rounds = kcore(df, 8, 3, store.checkpointer("_kc"))
+    core, rounds = kcore(df, 8, 3, store.checkpointer(("_kc_0", "_kc_1")))
     secs = time.perf_counter() - t
     store.overwrite("core", core)
     print(json.dumps({"seconds": secs, "rounds": len(rounds), "core": rounds[-1].interactions,

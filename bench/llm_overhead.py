@@ -53,6 +53,7 @@ def run_raw(n: str, artifact: str) -> None:
 def run_stage(n: str, artifact: str, root: str) -> None:
     from lewin.jobs.engine import get_engine
     from lewin.jobs.llm import run_artifact
+    from lewin.jobs.stage import RunContext
     from lewin.jobs.tables import TableStore
     from lewin.schemas.config import load_config
 
@@ -61,7 +62,7 @@ def run_stage(n: str, artifact: str, root: str) -> None:
     store = TableStore(eng, cfg.storage)
     inputs = eng.spark.createDataFrame(prompts(int(n)), "input_id string, user_id string, source string, context string")
     t = time.perf_counter()
-    res = run_artifact(store, cfg, artifact, inputs, "bench")
+    res = run_artifact(RunContext(store, cfg, "llm", "bench"), artifact, inputs)
     secs = time.perf_counter() - t
     print(json.dumps({"seconds": secs, "tokens_out": res.tokens_out, "tokens_in": res.tokens_in, "sent": res.sent}))
     eng.stop()

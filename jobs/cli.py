@@ -16,7 +16,6 @@ from typing import Iterator, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lewin.schemas.config import LLM_ARTIFACTS, SOURCES, ConfigError, LewinConfig, dump_config, load_config
@@ -95,23 +94,6 @@ def main_options(
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _ingest_with_progress(store, cfg: LewinConfig, source: str, paths: list[str]):
-    from lewin.jobs.ingest import ingest
-
-    with Progress(
-        TextColumn(f"[bold]ingest {source}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-        TimeElapsedColumn(), console=err_console, transient=False,
-    ) as progress:
-        task = progress.add_task(source, total=None)
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        result = ingest(store, cfg, source, paths, on_progress=on_progress)
-        progress.update(task, completed=result.files, total=max(result.files, 1))
-    return result
-
-
 def _print_ingest(result) -> None:
     q = ", ".join(f"{k}={v}" for k, v in sorted(result.quarantined_by_reason.items())) or "none"
     console.print(
@@ -119,24 +101,6 @@ def _print_ingest(result) -> None:
         f"{result.kept} kept, {result.duplicates} duplicates, {result.quarantined} quarantined ({q})"
         + ("" if result.reconciles else "  [bold red]DOES NOT RECONCILE[/]")
     )
-
-
-@app.command()
-def ingest(
-    source: str = typer.Option(..., "--source", help=f"One of {', '.join(SOURCES)}."),
-    path: list[str] = typer.Option(..., "--path", help="File or folder (repeatable); compressed files are fine."),
-) -> None:
-    """Ingest new dump files of one source into its bronze table(s)."""
-    cfg = _load()
-    if source not in SOURCES:
-        err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {source!r})")
-        raise typer.Exit(code=2)
-    for p in path:
-        if not Path(p).exists():
-            err_console.print(f"[bold red]error:[/] --path {p} does not exist")
-            raise typer.Exit(code=2)
-    with _store(cfg) as store:
-        _print_ingest(_ingest_with_progress(store, cfg, source, path))
 
 
 def _print_curate(r) -> None:
@@ -152,52 +116,17 @@ def _print_curate(r) -> None:
     )
 
 
-def _curate_all(store, cfg: LewinConfig, sources) -> None:
-    from lewin.jobs.curate import curate as curate_job
-
-    # Reddit comments are curated right after Reddit submissions, under their own rules
-    expanded = [x for s in sources for x in ((s, "reddit_comments") if s == "reddit" else (s,))]
-    for source in expanded:
-        with err_console.status(f"curating {source} …"):
-            r = curate_job(store, cfg, source)
-        _print_curate(r)
-
-
-@app.command()
-def curate(
-    source: list[str] = typer.Option([], "--source", help="Source(s) to curate (default: all)."),
-) -> None:
-    """Curate new bronze rows into silver_records (rules, cleaning, language ID, dedup, k-core)."""
-    cfg = _load()
-    bad = [s for s in source if s not in SOURCES]
-    if bad:
-        err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {bad})")
-        raise typer.Exit(code=2)
-    with _store(cfg) as store:
-        _curate_all(store, cfg, source or list(SOURCES))
-
-
-def _scrub_and_group(store, cfg: LewinConfig) -> None:
-    from lewin.jobs.scrub import scrub as scrub_job
-    from lewin.jobs.users import build_users
-
-    with err_console.status("scrubbing PII …"):
-        r = scrub_job(store, cfg)
+def _print_scrub(r) -> None:
     kinds = ", ".join(f"{k}={v}" for k, v in sorted(r.entities.items(), key=lambda kv: -kv[1])) or "none"
     console.print(f"[bold]scrub[/]: {r.records_in} silver rows scrubbed ({kinds} replaced), "
                   f"{r.removed} removed with their silver rows")
-    with err_console.status("building user timelines …"):
-        u = build_users(store, cfg)
+
+
+def _print_users(u) -> None:
     console.print(f"[bold]users[/]: {u.users_changed} timelines (re)built, {u.users_removed} removed, {u.users_total} in total")
 
 
-def _llm(store, cfg: LewinConfig, retry_dead: bool = False) -> None:
-    from lewin.jobs.llm import run_llm
-
-    if not cfg.llm.enabled:
-        return
-    with err_console.status(f"LLM stages on {cfg.llm.engine.kind} ({cfg.llm.engine.model}) …"):
-        r = run_llm(store, cfg, retry_dead=retry_dead)
+def _print_llm(r) -> None:
     for s in r.stages:
         console.print(f"[bold]llm {s.artifact}[/]: {s.inputs} inputs, {s.sent} prompts sent, {s.ok} ok, "
                       f"{s.dead} dead letters; tokens {s.tokens_in} in / {s.tokens_out} out")
@@ -205,23 +134,9 @@ def _llm(store, cfg: LewinConfig, retry_dead: bool = False) -> None:
     console.print(f"[bold]gold[/]: {gold}  ({r.calls} LLM calls this run)")
 
 
-@app.command()
-def llm(
-    retry_dead: bool = typer.Option(False, "--retry-dead", help="Give dead letters a fresh set of attempts."),
-) -> None:
-    """LLM stages: quality labels, synthesis, judging, gold (resumable; see llm_ledger)."""
-    cfg = _load()
-    with _store(cfg) as store:
-        _llm(store, cfg, retry_dead)
-
-
-def _emit(store, cfg: LewinConfig) -> None:
-    from lewin.jobs.emit import emit as emit_job
-
-    if not cfg.emit.enabled:
+def _print_emit(r) -> None:
+    if r.out_dir is None:
         return
-    with err_console.status("emitting training shards and MCQ sets …"):
-        r = emit_job(store, cfg)
     for split, by_task in r.counts.items():
         cells = ", ".join(f"{t}={sum(v.values())}" for t, v in by_task.items())
         console.print(f"[bold]shards {split}[/]: {sum(sum(v.values()) for v in by_task.values())} samples ({cells})")
@@ -231,20 +146,105 @@ def _emit(store, cfg: LewinConfig) -> None:
     console.print(f"[bold]emit[/]: {r.kept} of {r.candidates} candidate samples kept after balancing -> {r.out_dir}")
 
 
+def _report(stage) -> None:
+    """Print what a stage instance did (its detailed result object)."""
+    if stage.name == "curate":
+        for r in stage.results:
+            _print_curate(r)
+        return
+    printer = {"ingest": _print_ingest, "scrub": _print_scrub, "users": _print_users, "llm": _print_llm,
+               "emit": _print_emit}[stage.name]
+    if stage.result is not None:
+        printer(stage.result)
+
+
+def _execute(store, cfg: LewinConfig, stage) -> None:
+    stage.execute(store, cfg)
+    _report(stage)
+
+
 @app.command()
-def emit() -> None:
-    """Training shards (train/test by user), MCQ evaluation sets, manifest and LlamaFactory dataset_info."""
+def ingest(
+    source: str = typer.Option(..., "--source", help=f"One of {', '.join(SOURCES)}."),
+    path: list[str] = typer.Option(..., "--path", help="File or folder (repeatable); compressed files are fine."),
+) -> None:
+    """Ingest new dump files of one source into its bronze table(s)."""
+    from lewin.jobs.ingest import IngestStage
+
     cfg = _load()
+    if source not in SOURCES:
+        err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {source!r})")
+        raise typer.Exit(code=2)
+    for p in path:
+        if not Path(p).exists():
+            err_console.print(f"[bold red]error:[/] --path {p} does not exist")
+            raise typer.Exit(code=2)
     with _store(cfg) as store:
-        _emit(store, cfg)
+        _execute(store, cfg, IngestStage(source, path))
+
+
+@app.command()
+def curate(
+    source: list[str] = typer.Option([], "--source", help="Source(s) to curate (default: all)."),
+) -> None:
+    """Curate new bronze rows into silver_records (rules, cleaning, language ID, dedup, k-core)."""
+    from lewin.jobs.curate import CurateStage
+
+    cfg = _load()
+    bad = [s for s in source if s not in SOURCES]
+    if bad:
+        err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {bad})")
+        raise typer.Exit(code=2)
+    # Reddit comments are curated right after Reddit submissions, under their own rules
+    streams = [x for s in source for x in ((s, "reddit_comments") if s == "reddit" else (s,))]
+    with _store(cfg) as store:
+        _execute(store, cfg, CurateStage(streams or None))
 
 
 @app.command()
 def scrub() -> None:
-    """Replace PII in silver_records with consistent fictitious values, then rebuild changed timelines."""
+    """Replace PII in silver_records with consistent fictitious values (silver_records_scrubbed)."""
+    from lewin.jobs.scrub import ScrubStage
+
     cfg = _load()
     with _store(cfg) as store:
-        _scrub_and_group(store, cfg)
+        _execute(store, cfg, ScrubStage())
+
+
+@app.command()
+def users() -> None:
+    """Rebuild the timelines of users whose scrubbed records changed (users)."""
+    from lewin.jobs.users import UsersStage
+
+    cfg = _load()
+    with _store(cfg) as store:
+        _execute(store, cfg, UsersStage())
+
+
+@app.command()
+def llm(
+    retry_dead: bool = typer.Option(False, "--retry-dead", help="Give dead letters a fresh set of attempts."),
+) -> None:
+    """LLM stages: quality labels, synthesis, judging, gold (resumable; see llm_ledger)."""
+    from lewin.jobs.llm import LlmStage
+
+    cfg = _load()
+    if not cfg.llm.enabled:
+        return
+    with _store(cfg) as store:
+        _execute(store, cfg, LlmStage(retry_dead))
+
+
+@app.command()
+def emit() -> None:
+    """Training shards (train/test by user), MCQ evaluation sets, manifest and LlamaFactory dataset_info."""
+    from lewin.jobs.emit import EmitStage
+
+    cfg = _load()
+    if not cfg.emit.enabled:
+        return
+    with _store(cfg) as store:
+        _execute(store, cfg, EmitStage())
 
 
 @app.command()
@@ -253,7 +253,8 @@ def run(
         None, "--data", help="Folder with <source>/ subfolders (default: the bundled sample; try ../shared/data)."
     ),
 ) -> None:
-    """Run every stage built so far on a data folder (default: the bundled sample)."""
+    """Run every stage of the pipeline (the registry's order) on a data folder (default: the bundled sample)."""
+    from lewin.jobs import registry
     from lewin.jobs.ingest import sources_under
 
     cfg = _load()
@@ -278,13 +279,8 @@ def run(
         err_console.print(f"[bold red]error:[/] no source folders ({', '.join(SOURCES)}) under {data}")
         raise typer.Exit(code=2)
     with _store(cfg) as store:
-        for source in SOURCES:
-            if source in plan:
-                _print_ingest(_ingest_with_progress(store, cfg, source, plan[source]))
-        _curate_all(store, cfg, SOURCES)
-        _scrub_and_group(store, cfg)
-        _llm(store, cfg)
-        _emit(store, cfg)
+        for stage in registry.plan(cfg, plan):
+            _execute(store, cfg, stage)
         _print_status(store)
     console.print(f"tables are in {cfg.storage.root.absolute()}  "
                   "(try: lewin sql \"SELECT source, user_id, n_records FROM users WHERE n_records >= 8\")")
@@ -307,6 +303,10 @@ def _print_status(store) -> None:
             .orderBy("stage", "source")
             .collect()
         )
+        from lewin.jobs.registry import STAGES
+
+        order = {s.name: i for i, s in enumerate(STAGES)}
+        latest = sorted(latest, key=lambda r: (order.get(r["stage"], len(order)), r["source"]))
         t = Table(title="funnel (all runs): in = kept + dup + rejected + quarantined")
         for c in ("stage", "source", "runs", "files", "in", "kept", "dup", "rejected", "quarantined"):
             t.add_column(c, justify="right" if c not in ("stage", "source") else "left")

@@ -13,18 +13,16 @@ ingest run is processed once (``curate_log``). Idempotent and resumable: all wri
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
-from lewin.jobs import failpoints
-from lewin.jobs.ingest import new_run_id
+from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
@@ -58,7 +56,7 @@ class CurateResult:
     kept: int = 0
     rejected: int = 0
     already_curated: int = 0
-    """Rows an interrupted earlier run had already merged (counted, neither kept nor rejected)."""
+    """Of ``kept``: rows an interrupted earlier run had already merged (that run recorded no funnel)."""
     rejected_by_rule: dict[str, int] = field(default_factory=dict)
     displaced: int = 0
     kcore_moved_out: int = 0
@@ -68,7 +66,16 @@ class CurateResult:
 
     @property
     def reconciles(self) -> bool:
-        return self.records_in == self.kept + self.rejected + self.already_curated
+        return self.funnel().reconciles
+
+    def funnel(self) -> Funnel:
+        return Funnel(
+            stage="curate", source=self.source, records_in=self.records_in, kept=self.kept, rejected=self.rejected,
+            detail={"rejected_by_rule": self.rejected_by_rule, "already_curated": self.already_curated,
+                    "displaced_existing": self.displaced, "kcore_moved_out": self.kcore_moved_out,
+                    "kcore_restored": self.kcore_restored, "kcore_rounds": self.kcore_rounds,
+                    "seconds_by_step": self.seconds_by_step},
+        )
 
     def timed(self, step: str, t0: float) -> float:
         now = time.perf_counter()
@@ -194,7 +201,9 @@ def _dedup(store: TableStore, cands: DataFrame, existing_table: str, run_id: str
     # a row that is already in the table (a rerun) is neither new nor a duplicate of itself
     old_dups = _rejections(joined.where(beaten_by_old & (F.col("_x_id") != F.col("record_id"))), "dedup",
                            F.lit("dedup_exact_v1"), F.concat(F.lit("duplicate of "), F.col("_x_id")))
-    winners = joined.where(~beaten_by_old | F.col("_x_id").isNull()).dropDuplicates(["record_id"])
+    # winners: new rows nothing older beats, and rows already in the table (a rerun after a crash)
+    winners = joined.where(~beaten_by_old | F.col("_x_id").isNull() | (F.col("_x_id") == F.col("record_id"))
+                           ).dropDuplicates(["record_id"])
     displaced = joined.where(F.col("_x_id").isNotNull() & ~beaten_by_old).select(
         F.col("_x_id").alias("record_id"), "source", F.lit("dedup").alias("_stage"),
         F.lit("dedup_exact_v1").alias("_rule"), F.concat(F.lit("duplicate of earlier "), F.col("record_id")).alias("_detail"))
@@ -209,19 +218,22 @@ def _reject_rows(df: DataFrame, run_id: str, at: datetime) -> DataFrame:
     )
 
 
-def _apply_kcore(store: TableStore, cfg: LewinConfig, run_id: str, at: datetime, result: CurateResult) -> None:
+def _apply_kcore(ctx: RunContext, batch_ids: DataFrame, result: CurateResult) -> None:
+    """Recompute the core over the whole pool; ``batch_ids`` (this batch's dedup winners) are counted
+    into the funnel as kept (in the core) or rejected (outside it)."""
+    store, cfg, run_id, at = ctx.store, ctx.cfg, ctx.run_id, ctx.started
     kc = cfg.curate.kcore
     pool = store.read("silver_amazon_pool")
     if not kc.enabled:
         store.insert_new("silver_records", pool, ["record_id"], T.SILVER_RECORDS)
+        result.kept = batch_ids.count()
         return
     core, rounds = kcore_lib.kcore(pool.select("user_id", "item_id"), kc.min_user_degree, kc.min_item_degree,
-                                   store.checkpointer("_kcore"), kc.max_rounds)
+                                   ctx.checkpointer("kcore"), kc.max_rounds)
     result.kcore_rounds = [r.__dict__ for r in rounds]
     store.append("kcore_rounds", store.spark.createDataFrame(
         [(run_id, r.round, r.users, r.items, r.interactions, r.dropped) for r in rounds], T.KCORE_ROUNDS))
-    store.overwrite("_kcore_core", core)
-    core = store.read("_kcore_core")
+    core = ctx.materialize("kcore_core", core)
     in_core = pool.join(core, ["user_id", "item_id"], "left_semi")
     out_core = pool.join(core, ["user_id", "item_id"], "left_anti")
     silver_amazon = store.read("silver_records").where(F.col("source") == "amazon").select("record_id")
@@ -229,8 +241,8 @@ def _apply_kcore(store: TableStore, cfg: LewinConfig, run_id: str, at: datetime,
     # who moves: counted before the writes that move them
     result.kcore_moved_out = out_core.join(silver_amazon, "record_id", "left_semi").count()
     result.kcore_restored = in_core.join(kc_rejected, "record_id", "left_semi").count()
-    new_in = in_core.where(F.col("_curate_run_id") == run_id).count()
-    new_total = pool.where(F.col("_curate_run_id") == run_id).count()
+    new_in = in_core.join(batch_ids, "record_id", "left_semi").count()
+    new_total = pool.join(batch_ids, "record_id", "left_semi").count()
     store.delete_keys("silver_records", out_core.select("record_id"), ["record_id"])
     store.insert_new("silver_records", in_core, ["record_id"], T.SILVER_RECORDS)
     store.delete_keys("rejected", in_core.join(kc_rejected, "record_id", "left_semi"), ["record_id"])
@@ -244,17 +256,43 @@ def _apply_kcore(store: TableStore, cfg: LewinConfig, run_id: str, at: datetime,
         result.rejected_by_rule["amazon_kcore_v1"] = new_total - new_in
 
 
+class CurateStage(Stage):
+    name = "curate"
+    summary = "bronze -> silver_records: cleaning, rules, language ID, quality tags, dedup, k-core; drops -> rejected"
+    reads = ("bronze_*", "curate_log", "silver_records", "silver_amazon_pool", "rejected")
+    writes = ("silver_records", "silver_amazon_pool", "rejected", "curate_log", "kcore_rounds")
+    depends_on = ("ingest",)
+
+    def __init__(self, sources: list[str] | None = None):
+        self.sources = list(sources) if sources is not None else list(BRONZE_OF)
+        for s in self.sources:
+            if s not in BRONZE_OF:
+                raise ValueError(f"unknown source {s!r}; known: {sorted(BRONZE_OF)}")
+        self.results: list[CurateResult] = []
+
+    def run(self, ctx: RunContext) -> list[Funnel]:
+        self.results = []
+        task = ctx.progress.task("curate", "sources", len(self.sources))
+        for source in self.sources:
+            self.results.append(_curate(ctx, source))
+            ctx.drop_scratch()
+            task.advance()
+        return [r.funnel() for r in self.results]
+
+
 def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None = None) -> CurateResult:
-    if source not in BRONZE_OF:
-        raise ValueError(f"unknown source {source!r}; known: {sorted(BRONZE_OF)}")
-    started = datetime.now(timezone.utc)
-    run_id = run_id or new_run_id("curate")
+    stage = CurateStage([source])
+    stage.execute(store, cfg, run_id)
+    return stage.results[0]
+
+
+def _curate(ctx: RunContext, source: str) -> CurateResult:
+    store, cfg, run_id, started = ctx.store, ctx.cfg, ctx.run_id, ctx.started
     result = CurateResult(run_id, source)
     bronze_table = BRONZE_OF[source]
     for name, schema in T.SILVER_TABLES.items():
         store.ensure(name, schema)
     if not store.exists(bronze_table):
-        _write_funnel(store, result, started)
         return result
     clock = time.perf_counter()
     done = {r["bronze_run_id"] for r in store.read("curate_log").where(F.col("bronze_table") == bronze_table).collect()}
@@ -262,15 +300,12 @@ def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None 
     present = [r["_run_id"] for r in bronze.select("_run_id").distinct().collect()]
     todo = sorted(set(present) - done)
     if not todo:
-        _write_funnel(store, result, started)
         return result
     batch = bronze.where(F.col("_run_id").isin(todo))
     if source == "reddit_comments":  # the shared Reddit rules read submission columns: null for comments
         missing = [f for f in T.BRONZE_REDDIT.fields if f.name not in batch.columns]
         batch = batch.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing])
-    stage = f"_stage_curate_{source}"
-    store.overwrite(stage, prepare(store, cfg, source, batch, run_id))
-    staged = store.read(stage)
+    staged = ctx.materialize("prepared", prepare(store, cfg, source, batch, run_id))
     clock = result.timed("clean_rules_annotate", clock)
 
     counts = {(r["_stage"], r["_rule"]): r["n"] for r in staged.groupBy("_stage", "_rule").agg(F.count(F.lit(1)).alias("n")).collect()}
@@ -286,11 +321,8 @@ def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None 
     if cfg.curate.dedup.enabled:
         winners, dups, displaced = _dedup(store, cands, target, run_id)
         # Materialise before writing: every output reads `target`, which the writes below change.
-        store.overwrite(f"{stage}_winners", winners)
-        store.overwrite(f"{stage}_dups", dups)
-        store.overwrite(f"{stage}_displaced", displaced)
-        winners, dups = store.read(f"{stage}_winners"), store.read(f"{stage}_dups")
-        displaced = store.read(f"{stage}_displaced")
+        winners, dups = ctx.materialize("winners", winners), ctx.materialize("dups", dups)
+        displaced = ctx.materialize("displaced", displaced)
         n_dups = dups.count()
         if n_dups:
             result.rejected_by_rule["dedup_exact_v1"] = n_dups
@@ -300,9 +332,10 @@ def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None 
         winners = cands
     clock = result.timed("dedup", clock)
 
+    n_winners = winners.count()
     before = store.count(target)
     store.insert_new(target, winners, ["record_id"], T.SILVER_RECORDS)
-    failpoints.hit("curate.after_silver_merge")
+    ctx.failpoint("after_silver_merge")
     inserted = store.count(target) - before
     store.insert_new("rejected", _reject_rows(rejects, run_id, started), ["record_id"], T.REJECTED)
     if displaced is not None and result.displaced:
@@ -311,33 +344,18 @@ def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None 
             store.delete_keys("silver_records", displaced, ["record_id"])
         store.upsert("rejected", _reject_rows(displaced, run_id, started), ["record_id"], T.REJECTED)
     result.rejected = sum(result.rejected_by_rule.values())
-    result.kept = inserted if source != "amazon" else 0
-    clock = result.timed("merge", clock)
-    if source == "amazon":
-        _apply_kcore(store, cfg, run_id, started, result)
-        clock = result.timed("kcore", clock)
-    # a rerun after a crash finds rows it had already merged: they are neither new nor rejected
-    result.already_curated = result.records_in - result.kept - result.rejected
+    # every winner is kept: those an interrupted run had merged already are in the table too
+    result.kept = n_winners if source != "amazon" else 0
+    result.already_curated = n_winners - inserted
     if result.already_curated:
         log.info("%s: %d rows were already curated by an interrupted run", source, result.already_curated)
-    failpoints.hit("curate.before_log")
+    clock = result.timed("merge", clock)
+    if source == "amazon":
+        _apply_kcore(ctx, winners.select("record_id"), result)
+        clock = result.timed("kcore", clock)
+    ctx.failpoint("before_log")
     store.append("curate_log", store.spark.createDataFrame(
         [(bronze_table, rid, run_id, 0, started) for rid in todo], T.CURATE_LOG))
-    for name in (stage, f"{stage}_winners", f"{stage}_dups", f"{stage}_displaced", "_kcore_0", "_kcore_1", "_kcore_core"):
-        store.drop(name)
-    _write_funnel(store, result, started)
     return result
 
 
-def _write_funnel(store: TableStore, r: CurateResult, started: datetime) -> None:
-    detail = {
-        "rejected_by_rule": r.rejected_by_rule,
-        "displaced_existing": r.displaced,
-        "kcore_moved_out": r.kcore_moved_out,
-        "kcore_restored": r.kcore_restored,
-        "kcore_rounds": r.kcore_rounds,
-        "seconds_by_step": r.seconds_by_step,
-    }
-    row = (r.run_id, "curate", r.source, started, datetime.now(timezone.utc), None, None, None, None,
-           r.records_in, r.kept, r.already_curated, r.rejected, 0, json.dumps(detail))
-    store.append("runs", store.spark.createDataFrame([row], T.RUNS))

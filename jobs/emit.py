@@ -22,7 +22,6 @@ import shutil
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from lewin.jobs.ingest import new_run_id
-from lewin.jobs.llm import keyed_inputs, run_artifact
+from lewin.jobs import llm as llm_stage
+from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import shards as S
 from lewin.schemas import tables as T
@@ -61,6 +60,13 @@ class EmitResult:
     mcq_dropped: int = 0
     distractor_calls: int = 0
     out_dir: Path | None = None
+
+    def funnel(self) -> Funnel:
+        # in = candidate samples; kept = in the shards; rejected = left out by the per-task balance
+        return Funnel(stage="emit", source="all", records_in=self.candidates, kept=self.kept,
+                      rejected=self.candidates - self.kept,
+                      detail={"counts": self.counts, "mcq": self.mcq, "mcq_dropped": self.mcq_dropped,
+                              "distractor_calls": self.distractor_calls, "out_dir": str(self.out_dir)})
 
 
 def out_dir(cfg: LewinConfig) -> Path:
@@ -132,10 +138,10 @@ def cell_caps(counts: dict[tuple[str, str], int], cfg: LewinConfig) -> dict[tupl
     return caps
 
 
-def _write_if_changed(store: TableStore, table: str, rows: DataFrame, schema: StructType, key: str) -> bool:
+def _write_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema: StructType, key: str) -> bool:
     """Replace ``table`` with ``rows`` unless they hold the same content (a rerun writes nothing)."""
-    store.overwrite(f"_stage_{table}", rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]))
-    new = store.read(f"_stage_{table}")
+    store = ctx.store
+    new = ctx.materialize(f"new_{table}", rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]))
     fp = lambda df: df.select(key, F.sha2(F.to_json(F.struct(*[c for c in df.columns])), 256).alias("_fp"))  # noqa: E731
     changed = not store.exists(table)
     if not changed:
@@ -144,12 +150,12 @@ def _write_if_changed(store: TableStore, table: str, rows: DataFrame, schema: St
         changed = bool(a.exceptAll(b).limit(1).count() or b.exceptAll(a).limit(1).count())
     if changed:
         store.overwrite(table, new)
-    store.drop(f"_stage_{table}")
     return changed
 
 
 # --- MCQ ----------------------------------------------------------------------------------------------
-def build_mcq(store: TableStore, cfg: LewinConfig, run_id: str, result: EmitResult) -> list[dict]:
+def build_mcq(ctx: RunContext, result: EmitResult) -> list[dict]:
+    store, cfg = ctx.store, ctx.cfg
     ec = cfg.emit
     cap = ec.mcq_max_per_task
     samples = store.read("shard_samples")
@@ -166,20 +172,15 @@ def build_mcq(store: TableStore, cfg: LewinConfig, run_id: str, result: EmitResu
                 writer = mcq.DISTRACTOR_WRITERS[k % len(mcq.DISTRACTOR_WRITERS)]
                 rows.append((f"{q['sample_id']}#{k}", q["user_id"], q["source"],
                              json.dumps({"request": q["public_prompt"], "angle": writer, "task": q["task"]})))
-        inputs = store.spark.createDataFrame(rows, _DISTRACTOR_INPUT)
-        store.overwrite("_stage_emit_distractors", inputs)
-        inputs = store.read("_stage_emit_distractors")
-        stage = run_artifact(store, cfg, "distractor", inputs, run_id)
-        result.distractor_calls = stage.sent
-        keys = keyed_inputs(cfg, "distractor", inputs).select("ledger_key")
-        done = store.read("llm_ledger").where((F.col("artifact") == "distractor") & (F.col("status") == "ok")).join(
-            keys, "ledger_key", "left_semi").select("input_id", "output", "model").collect()
+        inputs = ctx.materialize("distractor_inputs", store.spark.createDataFrame(rows, _DISTRACTOR_INPUT))
+        sent, replies = llm_stage.generate(ctx, "distractor", inputs)
+        result.distractor_calls = sent.sent
+        done = replies.collect()
         for r in sorted(done, key=lambda r: r["input_id"]):
             sid, k = r["input_id"].rsplit("#", 1)
             engine_answers[sid].append((int(k), json.loads(r["output"])["text"], f"engine:{r['model']}"))
         for sid in engine_answers:
             engine_answers[sid] = [(t, o) for _, t, o in sorted(engine_answers[sid])]
-        store.drop("_stage_emit_distractors")
     # fallback: other users' real answers to the same task
     tasks_needed = sorted({q["task"] for q in questions})
     pool: dict[str, list[tuple[str, str]]] = {}
@@ -335,35 +336,49 @@ def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: 
 
 
 # --- the job -------------------------------------------------------------------------------------------
+class EmitStage(Stage):
+    name = "emit"
+    summary = "gold_* + users -> training shards (train/test by user), MCQ sets, manifest, dataset_info"
+    reads = ("users", "gold_*", "silver_records_scrubbed", "bronze_amazon_items", "bronze_reddit_comments",
+             "shard_samples", "mcq_items", "llm_ledger")
+    writes = ("shard_samples", "mcq_items", "llm_ledger")
+    depends_on = ("llm",)
+
+    def __init__(self):
+        self.result: EmitResult | None = None
+
+    def run(self, ctx: RunContext) -> list[Funnel]:
+        self.result = _emit(ctx)
+        return [self.result.funnel()] if self.result.out_dir is not None else []
+
+
 def emit(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> EmitResult:
-    run_id = run_id or new_run_id("emit")
-    result = EmitResult(run_id)
-    started = datetime.now(timezone.utc)
+    stage = EmitStage()
+    stage.execute(store, cfg, run_id)
+    return stage.result
+
+
+def _emit(ctx: RunContext) -> EmitResult:
+    store, cfg = ctx.store, ctx.cfg
+    result = EmitResult(ctx.run_id)
     if not store.exists("users"):
         return result
     ec = cfg.emit
-    samples = tasks.split_by_user(tasks.to_samples(task_rows(store, cfg)), ec.seed, ec.test_fraction)
-    store.overwrite("_stage_emit_candidates", samples)
-    samples = store.read("_stage_emit_candidates")
+    samples = ctx.materialize("candidates", tasks.split_by_user(tasks.to_samples(task_rows(store, cfg)), ec.seed,
+                                                                ec.test_fraction))
     counts = {(r["task"], r["source"]): r["n"] for r in samples.groupBy("task", "source").agg(F.count(F.lit(1)).alias("n")).collect()}
     result.candidates = sum(counts.values())
     caps = cell_caps(counts, cfg)
     caps_df = store.spark.createDataFrame([(t, s, c) for (t, s), c in sorted(caps.items())], "task string, source string, cap int")
     kept = tasks.balance(samples, caps_df, ec.seed) if caps else samples.limit(0)
-    _write_if_changed(store, "shard_samples", kept, S.SHARD_SAMPLES, "sample_id")
-    store.drop("_stage_emit_candidates")
+    _write_if_changed(ctx, "shard_samples", kept, S.SHARD_SAMPLES, "sample_id")
     for r in store.read("shard_samples").groupBy("split", "task", "source").agg(F.count(F.lit(1)).alias("n")).collect():
         result.counts.setdefault(r["split"], {}).setdefault(r["task"], {})[r["source"]] = r["n"]
     result.counts = {s: {t: dict(sorted(v.items())) for t, v in sorted(d.items())} for s, d in sorted(result.counts.items())}
     result.kept = sum(n for t in result.counts.values() for s in t.values() for n in s.values())
-    items = build_mcq(store, cfg, run_id, result)
+    items = build_mcq(ctx, result)
     store.ensure("mcq_items", S.MCQ_ITEM)
     if items or store.count("mcq_items"):
-        _write_if_changed(store, "mcq_items", store.spark.createDataFrame(items, S.MCQ_ITEM), S.MCQ_ITEM, "mcq_id")
+        _write_if_changed(ctx, "mcq_items", store.spark.createDataFrame(items, S.MCQ_ITEM), S.MCQ_ITEM, "mcq_id")
     result.out_dir = write_files(store, cfg, items, result)
-    detail = {"counts": result.counts, "mcq": result.mcq, "mcq_dropped": result.mcq_dropped,
-              "distractor_calls": result.distractor_calls, "out_dir": str(result.out_dir)}
-    row = (run_id, "emit", "all", started, datetime.now(timezone.utc), None, None, None, None,
-           result.candidates, result.kept, 0, result.candidates - result.kept, 0, json.dumps(detail))
-    store.append("runs", store.spark.createDataFrame([row], T.RUNS))
     return result

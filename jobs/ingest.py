@@ -13,13 +13,11 @@ both, so a crash anywhere repeats at most one batch and the MERGEs absorb the re
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,7 +26,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from lewin.jobs import failpoints
+from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import SOURCES, LewinConfig
@@ -72,11 +70,16 @@ class IngestResult:
 
     @property
     def reconciles(self) -> bool:
-        return self.records_in == self.kept + self.duplicates + self.quarantined
+        return self.funnel().reconciles
 
-
-def new_run_id(stage: str) -> str:
-    return f"{stage}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    def funnel(self) -> Funnel:
+        return Funnel(
+            stage="ingest", source=self.source, records_in=self.records_in, kept=self.kept,
+            duplicates=self.duplicates, quarantined=self.quarantined, files=self.files,
+            files_skipped=len(self.files_skipped), lines=self.lines, blank_lines=self.blank_lines,
+            detail={"kept_by_table": self.kept_by_table, "quarantined_by_reason": self.quarantined_by_reason,
+                    "files_skipped": self.files_skipped[:50], "seconds_by_step": self.seconds_by_step},
+        )
 
 
 def list_files(paths: list[str]) -> tuple[list[InputFile], list[str]]:
@@ -156,6 +159,24 @@ def _dedup(rows: DataFrame) -> DataFrame:
     return rows.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
 
 
+class IngestStage(Stage):
+    name = "ingest"
+    summary = "raw dump files of one source -> bronze tables; bad records -> quarantine"
+    reads = ("ingest_log", "bronze_*")
+    writes = ("bronze_*", "quarantine", "ingest_log")
+    per_source = True
+
+    def __init__(self, source: str, paths: list[str], on_progress: Callable[[int, int], None] | None = None):
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}; known: {list(SOURCES)}")
+        self.source, self.paths, self.on_progress = source, paths, on_progress
+        self.result: IngestResult | None = None
+
+    def run(self, ctx: RunContext) -> list[Funnel]:
+        self.result = _ingest(ctx, self.source, self.paths, self.on_progress)
+        return [self.result.funnel()]
+
+
 def ingest(
     store: TableStore,
     cfg: LewinConfig,
@@ -165,10 +186,14 @@ def ingest(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> IngestResult:
     """Ingest every new file under ``paths`` for ``source``. Returns the run's funnel."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; known: {list(SOURCES)}")
-    started = datetime.now(timezone.utc)
-    run_id = run_id or new_run_id("ingest")
+    stage = IngestStage(source, paths, on_progress)
+    stage.execute(store, cfg, run_id)
+    return stage.result
+
+
+def _ingest(ctx: RunContext, source: str, paths: list[str],
+            on_progress: Callable[[int, int], None] | None) -> IngestResult:
+    store, cfg, run_id, started = ctx.store, ctx.cfg, ctx.run_id, ctx.started
     ic = cfg.ingest
     result = IngestResult(run_id=run_id, source=source)
 
@@ -196,19 +221,18 @@ def ingest(
     for t in tables:
         store.ensure(t, T.BRONZE_TABLES[t])
     store.ensure("quarantine", T.QUARANTINE)
-    stage = f"_stage_ingest_{source}"
     kept_by_table: Counter = Counter()
     reasons: Counter = Counter()
     done_files = 0
+    files_task = ctx.progress.task(f"ingest {source}", "files", len(new_files))
 
     for batch in _batches(new_files, ic.batch_max_files, ic.batch_max_bytes):
         clock = time.perf_counter()
         wide = bronze.normalize(read_files(store, batch, opts), source, params)
         # Materialise once: every later step (MERGEs, counts) reads the staged rows, not the files.
-        store.overwrite(stage, wide.select(*bronze.wide_columns(source), "file", "line", "item", "raw",
-                                           "_table", "_reason", "_detail"))
+        staged = ctx.materialize("batch", wide.select(*bronze.wide_columns(source), "file", "line", "item", "raw",
+                                                     "_table", "_reason", "_detail"))
         clock = result.timed("read_parse_stage", clock)
-        staged = store.read(stage)
         groups = (
             staged.groupBy("file", "_table", "_reason")
             .agg(F.count(F.lit(1)).alias("n"), F.max("line").alias("max_line"))
@@ -241,7 +265,7 @@ def ingest(
             kept_by_table[t] += inserted
             result.kept += inserted
             result.duplicates += good_by_table[t] - inserted
-            failpoints.hit("ingest.after_bronze_merge")
+            ctx.failpoint("after_bronze_merge")
         clock = result.timed("bronze_merge", clock)
         store.insert_new(
             "quarantine",
@@ -250,7 +274,7 @@ def ingest(
             T.QUARANTINE,
         )
         clock = result.timed("quarantine_merge", clock)
-        failpoints.hit("ingest.before_log")
+        ctx.failpoint("before_log")
         log_rows = [
             (f.path, f.size, f.mtime_ns, source, run_id, per_file_records.get(f.path, 0), started) for f in batch
         ]
@@ -258,28 +282,13 @@ def ingest(
         result.timed("log", clock)
         done_files += len(batch)
         result.files += len(batch)
+        files_task.update(done_files, len(new_files))
         if on_progress:
             on_progress(done_files, len(new_files))
 
-    store.drop(stage)
     result.kept_by_table = dict(kept_by_table)
     result.quarantined_by_reason = dict(reasons)
-    write_funnel(store, result, started)
     return result
-
-
-def write_funnel(store: TableStore, r: IngestResult, started: datetime) -> None:
-    detail = {
-        "kept_by_table": r.kept_by_table,
-        "quarantined_by_reason": r.quarantined_by_reason,
-        "files_skipped": r.files_skipped[:50],
-        "seconds_by_step": r.seconds_by_step,
-    }
-    row = (
-        r.run_id, "ingest", r.source, started, datetime.now(timezone.utc), r.files, len(r.files_skipped),
-        r.lines, r.blank_lines, r.records_in, r.kept, r.duplicates, 0, r.quarantined, json.dumps(detail),
-    )
-    store.append("runs", store.spark.createDataFrame([row], T.RUNS))
 
 
 def sources_under(data_dir: str) -> dict[str, list[str]]:

@@ -26,8 +26,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from lewin.jobs import failpoints
-from lewin.jobs.ingest import new_run_id
+from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
@@ -53,6 +52,14 @@ class StageResult:
     dead: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+
+    def funnel(self, gold: int | None) -> Funnel:
+        # in = inputs; kept = ok replies; rejected = dead letters and (rarely) prompts still failed,
+        # which the next run retries
+        return Funnel(stage="llm", source=self.artifact, records_in=self.inputs, kept=self.ok,
+                      rejected=self.dead + self.failed,
+                      detail={"calls": self.sent, "ok": self.ok, "failed": self.failed, "dead": self.dead,
+                              "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "gold": gold})
 
 
 @dataclass
@@ -151,21 +158,19 @@ def keyed_inputs(cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFram
     )
 
 
-def run_artifact(store: TableStore, cfg: LewinConfig, artifact: str, inputs: DataFrame, run_id: str,
-                 retry_dead: bool = False) -> StageResult:
+def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> StageResult:
     """Send every input the ledger does not hold as done; write replies chunk by chunk. Failed
     prompts are retried within the run (another seed each time) until they succeed or reach
     ``llm.max_attempts`` and become dead letters, so a rerun has nothing left to send.
     ``retry_dead`` gives dead letters (but not over-long prompts) a fresh set of attempts."""
+    store, cfg, run_id = ctx.store, ctx.cfg, ctx.run_id
     res = StageResult(artifact)
-    keyed = keyed_inputs(cfg, artifact, inputs)
-    store.overwrite("_stage_llm_keyed", keyed)
-    keyed = store.read("_stage_llm_keyed")
+    keyed = ctx.materialize("llm_keyed", keyed_inputs(cfg, artifact, inputs))
     res.inputs = keyed.count()
+    task = ctx.progress.task(f"llm {artifact}", "prompts")
     store.ensure("llm_ledger", T.LLM_LEDGER)
     opts = stage_options(cfg)
     fn = functools.partial(run_batch, opts=opts)
-    stage = "_stage_llm_pending"
     for round_no in range(cfg.llm.max_attempts + 1):
         ledger = store.read("llm_ledger").where(F.col("artifact") == artifact).select(
             "ledger_key", "status", "error", F.col("attempts").alias("prev_attempts"))
@@ -180,11 +185,11 @@ def run_artifact(store: TableStore, cfg: LewinConfig, artifact: str, inputs: Dat
         # chunks of exactly llm.chunk_size prompts, numbered once when the pending set is staged
         w = Window.orderBy("ledger_key")
         pending = pending.withColumn("_chunk", F.floor((F.row_number().over(w) - 1) / cfg.llm.chunk_size))
-        store.overwrite(stage, pending)
-        pending = store.read(stage)
+        pending = ctx.materialize("llm_pending", pending)
         n = pending.count()
         if not n:
             break
+        task.update(0, n)
         res.sent += n
         for c in range(math.ceil(n / cfg.llm.chunk_size)):
             part = pending.where(F.col("_chunk") == c).drop("_chunk")
@@ -194,37 +199,45 @@ def run_artifact(store: TableStore, cfg: LewinConfig, artifact: str, inputs: Dat
             replies = replies.withColumn("run_id", F.lit(run_id)).withColumn(
                 "updated_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
             # materialise first: the MERGE must not call the model again when it re-reads its source
-            store.overwrite("_stage_llm_replies", replies)
-            store.upsert("llm_ledger", store.read("_stage_llm_replies"), ["ledger_key"], T.LLM_LEDGER)
-            failpoints.hit("llm.after_chunk")
-    for name in ("_stage_llm_replies", stage):
-        store.drop(name)
+            store.upsert("llm_ledger", ctx.materialize("llm_replies", replies), ["ledger_key"], T.LLM_LEDGER)
+            task.update(min(n, (c + 1) * cfg.llm.chunk_size), n)
+            ctx.failpoint("after_chunk")
     done = store.read("llm_ledger").join(keyed.select("ledger_key"), "ledger_key", "left_semi")
     for r in done.groupBy("status").agg(F.count(F.lit(1)).alias("n"), F.sum("tokens_in").alias("ti"),
                                           F.sum("tokens_out").alias("to")).collect():
         setattr(res, r["status"], r["n"])
         res.tokens_in += r["ti"] or 0
         res.tokens_out += r["to"] or 0
-    store.drop("_stage_llm_keyed")
     return res
 
 
-def publish_synth(store: TableStore, cfg: LewinConfig, artifact: str, inputs: DataFrame) -> None:
+def generate(ctx: RunContext, artifact: str, inputs: DataFrame) -> tuple[StageResult, DataFrame]:
+    """The LLM stage's API for other stages: send ``inputs`` (``input_id, user_id, source,
+    context``) for ``artifact`` through the ledger, return the result and the ok replies of these
+    inputs (``input_id, output, model``)."""
+    res = run_artifact(ctx, artifact, inputs)
+    keys = keyed_inputs(ctx.cfg, artifact, inputs).select("ledger_key")
+    ok = ctx.store.read("llm_ledger").where((F.col("artifact") == artifact) & (F.col("status") == "ok"))
+    return res, ok.join(keys, "ledger_key", "left_semi").select("input_id", "output", "model")
+
+
+def publish_synth(ctx: RunContext, artifact: str, inputs: DataFrame) -> None:
     """synth_<artifact>: the parsed reply for every current input (its current ledger key)."""
+    store, cfg = ctx.store, ctx.cfg
     current = keyed_inputs(cfg, artifact, inputs).select("ledger_key")
     ok = store.read("llm_ledger").where((F.col("artifact") == artifact) & (F.col("status") == "ok"))
     rows = ok.join(current, "ledger_key", "left_semi").select(
         F.lit(artifact).alias("artifact"), "input_id", "user_id", "source",
         (F.col("input_id") if artifact in PER_RECORD or artifact == "quality" else F.lit(None).cast("string")).alias("record_id"),
         "output", "prompt_version", "model", "ledger_key")
-    _replace_if_changed(store, f"synth_{artifact}", rows, T.SYNTH)
+    _replace_if_changed(ctx, f"synth_{artifact}", rows, T.SYNTH)
 
 
-def _replace_if_changed(store: TableStore, table: str, rows: DataFrame, schema) -> None:
+def _replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema) -> None:
     """Upsert by input_id and drop stale inputs, writing nothing when nothing differs (reruns)."""
+    store = ctx.store
     store.ensure(table, schema)
-    store.overwrite(f"_stage_{table}", rows)
-    new = store.read(f"_stage_{table}")
+    new = ctx.materialize(f"new_{table}", rows)
     cur = store.read(table)
     cols = [f.name for f in schema.fields]
     changed = new.select(*cols).exceptAll(cur.select(*cols))
@@ -233,25 +246,24 @@ def _replace_if_changed(store: TableStore, table: str, rows: DataFrame, schema) 
         store.upsert(table, new.join(changed.select("input_id"), "input_id", "left_semi"), ["input_id"], schema)
     if stale.limit(1).count():
         store.delete_keys(table, stale, ["input_id"])
-    store.drop(f"_stage_{table}")
 
 
-def judge(store: TableStore, cfg: LewinConfig, artifact: str, inputs: DataFrame, run_id: str,
-          retry_dead: bool = False) -> StageResult:
+def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> StageResult:
     """Score synth_<artifact>; judged_<artifact> keeps all scores, gold_<artifact> the accepted."""
+    store, cfg = ctx.store, ctx.cfg
     synth = store.read(f"synth_{artifact}", T.SYNTH)
-    ctx = inputs.select("input_id", F.col("context").alias("_src"))
+    sources = inputs.select("input_id", F.col("context").alias("_src"))
     if artifact in PER_USER:
         source_text = F.array_join(F.transform(F.from_json(F.get_json_object("_src", "$.records"),
                                                           "array<struct<date:string,text:string>>"),
                                                lambda r: F.concat(F.lit("- ("), r["date"], F.lit(") "), r["text"])), "\n")
     else:
         source_text = F.get_json_object("_src", "$.text")
-    judge_inputs = synth.join(ctx, "input_id").select(
+    judge_inputs = synth.join(sources, "input_id").select(
         F.col("ledger_key").alias("input_id"), "user_id", "source",
         F.to_json(F.struct(source_text.alias("source"), F.col("output").alias("output"))).alias("context"))
     jname = f"judge_{artifact}"
-    res = run_artifact(store, cfg, jname, judge_inputs, run_id, retry_dead)
+    res = run_artifact(ctx, jname, judge_inputs, retry_dead)
     current = keyed_inputs(cfg, jname, judge_inputs).select("ledger_key")
     verdicts = store.read("llm_ledger").where((F.col("artifact") == jname) & (F.col("status") == "ok")).join(
         current, "ledger_key", "left_semi"
@@ -271,54 +283,58 @@ def judge(store: TableStore, cfg: LewinConfig, artifact: str, inputs: DataFrame,
     reasons = verdicts.select("ledger_key", F.get_json_object("_verdict", "$.reasons").alias("_r"))
     judged = judged.join(reasons, "ledger_key", "left").withColumn("reasons", F.col("_r")).drop("_r")
     judged = judged.select(*[F.col(f.name).cast(f.dataType) for f in T.JUDGED.fields])
-    _replace_if_changed(store, f"judged_{artifact}", judged, T.JUDGED)
-    _replace_if_changed(store, f"gold_{artifact}", store.read(f"judged_{artifact}").where("accepted"), T.JUDGED)
+    _replace_if_changed(ctx, f"judged_{artifact}", judged, T.JUDGED)
+    _replace_if_changed(ctx, f"gold_{artifact}", store.read(f"judged_{artifact}").where("accepted"), T.JUDGED)
     return res
 
 
 # --- the whole stage ---------------------------------------------------------------------------------
+class LlmStage(Stage):
+    name = "llm"
+    summary = "quality labels, synthesis, judging -> synth_*, judged_*, gold_* (resumable ledger)"
+    reads = ("silver_records_scrubbed", "users", "llm_ledger", "synth_*", "judged_*")
+    writes = ("llm_ledger", "synth_*", "judged_*", "gold_*")
+    depends_on = ("users",)
+
+    def __init__(self, retry_dead: bool = False):
+        self.retry_dead = retry_dead
+        self.result: LlmResult | None = None
+
+    def run(self, ctx: RunContext) -> list[Funnel]:
+        self.result = _run_llm(ctx, self.retry_dead)
+        # a judge's row carries its artifact's gold count
+        return [s.funnel(self.result.gold.get(s.artifact.removeprefix("judge_")) if s.artifact.startswith("judge_")
+                         else None) for s in self.result.stages]
+
+
 def run_llm(store: TableStore, cfg: LewinConfig, run_id: str | None = None, retry_dead: bool = False) -> LlmResult:
-    run_id = run_id or new_run_id("llm")
-    result = LlmResult(run_id)
-    started = datetime.now(timezone.utc)
+    stage = LlmStage(retry_dead)
+    stage.execute(store, cfg, run_id)
+    return stage.result
+
+
+def _run_llm(ctx: RunContext, retry_dead: bool) -> LlmResult:
+    store, cfg = ctx.store, ctx.cfg
+    result = LlmResult(ctx.run_id)
     if not cfg.llm.enabled or not store.exists("silver_records_scrubbed"):
         return result
     store.ensure("llm_ledger", T.LLM_LEDGER)
-    records = selected_records(store, cfg)
-    store.overwrite("_stage_llm_records", records)
-    records = store.read("_stage_llm_records")
+    records = ctx.materialize("llm_records", selected_records(store, cfg))
     arts = list(cfg.llm.artifacts)
     if "quality" in arts:
         q_inputs = _record_inputs(records)
-        result.stages.append(run_artifact(store, cfg, "quality", q_inputs, run_id, retry_dead))
-        publish_synth(store, cfg, "quality", q_inputs)
+        result.stages.append(run_artifact(ctx, "quality", q_inputs, retry_dead))
+        publish_synth(ctx, "quality", q_inputs)
         store.ensure("synth_quality", T.SYNTH)
         eligible = eligible_records(store, cfg, records)
     else:
         eligible = records
-    store.overwrite("_stage_llm_eligible", eligible)
-    eligible = store.read("_stage_llm_eligible")
+    eligible = ctx.materialize("llm_eligible", eligible)
     for artifact in [a for a in arts if a != "quality"]:
         inputs = _user_inputs(eligible) if artifact in PER_USER else _record_inputs(eligible)
-        store.overwrite("_stage_llm_inputs", inputs)
-        inputs = store.read("_stage_llm_inputs")
-        result.stages.append(run_artifact(store, cfg, artifact, inputs, run_id, retry_dead))
-        publish_synth(store, cfg, artifact, inputs)
-        result.stages.append(judge(store, cfg, artifact, inputs, run_id, retry_dead))
+        inputs = ctx.materialize("llm_inputs", inputs)
+        result.stages.append(run_artifact(ctx, artifact, inputs, retry_dead))
+        publish_synth(ctx, artifact, inputs)
+        result.stages.append(judge(ctx, artifact, inputs, retry_dead))
         result.gold[artifact] = store.count(f"gold_{artifact}")
-    for name in ("_stage_llm_records", "_stage_llm_eligible", "_stage_llm_inputs"):
-        store.drop(name)
-    _write_funnel(store, result, started)
     return result
-
-
-def _write_funnel(store: TableStore, r: LlmResult, started: datetime) -> None:
-    rows = []
-    for s in r.stages:
-        detail = {"calls": s.sent, "ok": s.ok, "failed": s.failed, "dead": s.dead, "tokens_in": s.tokens_in,
-                  "tokens_out": s.tokens_out, "gold": r.gold.get(s.artifact)}
-        # in = inputs; kept = ok; rejected = dead; (failed rows are still in flight: retried next run)
-        rows.append((r.run_id, "llm", s.artifact, started, datetime.now(timezone.utc), None, None, None, None,
-                     s.inputs, s.ok, s.failed, s.dead, 0, json.dumps(detail)))
-    if rows:
-        store.append("runs", store.spark.createDataFrame(rows, T.RUNS))

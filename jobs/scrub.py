@@ -18,14 +18,12 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
-from lewin.jobs import failpoints
-from lewin.jobs.ingest import new_run_id
+from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
@@ -46,7 +44,12 @@ class ScrubResult:
 
     @property
     def reconciles(self) -> bool:
-        return self.records_in == self.scrubbed
+        return self.funnel().reconciles
+
+    def funnel(self) -> Funnel:
+        return Funnel(stage="scrub", source="all", records_in=self.records_in, kept=self.scrubbed,
+                      detail={"entities_replaced": self.entities, "removed_downstream": self.removed,
+                              "seconds": self.seconds})
 
 
 def resolve_salt(cfg: LewinConfig) -> bytes:
@@ -83,17 +86,37 @@ def scrub_version(opts: pii.PiiOptions) -> str:
     return f"{pii.SCRUB_VERSION}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
+class ScrubStage(Stage):
+    name = "scrub"
+    summary = "silver_records -> silver_records_scrubbed: PII replaced by consistent per-user surrogates"
+    reads = ("silver_records", "silver_records_scrubbed")
+    writes = ("silver_records_scrubbed", "bronze_*", "silver_records", "silver_amazon_pool")
+    depends_on = ("curate",)
+
+    def __init__(self):
+        self.result: ScrubResult | None = None
+
+    def run(self, ctx: RunContext) -> list[Funnel]:
+        self.result = _scrub(ctx)
+        # pii disabled: nothing was looked at, so there is no funnel row to record
+        return [self.result.funnel()] if ctx.cfg.pii.enabled else []
+
+
 def scrub(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> ScrubResult:
-    started = datetime.now(timezone.utc)
+    stage = ScrubStage()
+    stage.execute(store, cfg, run_id)
+    return stage.result
+
+
+def _scrub(ctx: RunContext) -> ScrubResult:
+    store, cfg, run_id = ctx.store, ctx.cfg, ctx.run_id
     clock = time.perf_counter()
-    run_id = run_id or new_run_id("scrub")
     result = ScrubResult(run_id)
     store.ensure("silver_records_scrubbed", T.SILVER_RECORDS_SCRUBBED)
     if not cfg.pii.enabled:
         log.warning("pii.enabled is false: nothing is scrubbed and nothing is published downstream")
         return result
     if not store.exists("silver_records"):
-        _write_funnel(store, result, started)
         return result
     opts = pii_options(cfg)
     version = scrub_version(opts)
@@ -105,25 +128,23 @@ def scrub(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> Scr
                                    functools.partial(pii.scrub_batch, opts=opts), out_schema,
                                    store.engine.python_workers)
     scrubbed = scrubbed.withColumn("scrub_version", F.lit(version)).withColumn("_scrub_run_id", F.lit(run_id))
-    stage = "_stage_scrub"
-    store.overwrite(stage, scrubbed)
-    staged = store.read(stage)
+    staged = ctx.materialize("scrubbed", scrubbed)
+    task = ctx.progress.task("scrub PII", "records")
     result.records_in = staged.count()
     if result.records_in:
         counts = staged.select(F.explode("pii_spans").alias("s")).groupBy("s.type").count().collect()
         result.entities = {r["type"]: r["count"] for r in counts}
         store.upsert("silver_records_scrubbed", staged, ["record_id"], T.SILVER_RECORDS_SCRUBBED)
     result.scrubbed = result.records_in
-    failpoints.hit("scrub.after_upsert")
+    task.update(result.records_in, result.records_in)
+    ctx.failpoint("after_upsert")
     gone = store.read("silver_records_scrubbed").select("record_id").join(silver.select("record_id"), "record_id", "left_anti")
     result.removed = gone.count()
     if result.removed:
         store.delete_keys("silver_records_scrubbed", gone, ["record_id"])
     if cfg.pii.retention == "drop_upstream_text" and result.records_in:
         _drop_upstream_text(store, staged.select("record_id", "source"))
-    store.drop(stage)
     result.seconds = round(time.perf_counter() - clock, 3)
-    _write_funnel(store, result, started)
     return result
 
 
@@ -156,10 +177,3 @@ def _null_columns(store: TableStore, table: str, keys, values: dict[str, str]) -
         for c, v in values.items():
             df = df.withColumn(c, F.when(F.col("_hit"), F.expr(v).cast(df.schema[c].dataType)).otherwise(F.col(c)))
         store.overwrite(table, df.drop("_hit"))
-
-
-def _write_funnel(store: TableStore, r: ScrubResult, started: datetime) -> None:
-    detail = {"entities_replaced": r.entities, "removed_downstream": r.removed, "seconds": r.seconds}
-    row = (r.run_id, "scrub", "all", started, datetime.now(timezone.utc), None, None, None, None,
-           r.records_in, r.scrubbed, 0, 0, 0, json.dumps(detail))
-    store.append("runs", store.spark.createDataFrame([row], T.RUNS))

@@ -15,7 +15,9 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -34,6 +36,17 @@ _view_counter = itertools.count()
 class TableStore:
     engine: Engine
     storage: StorageConfig
+    reads_by_stage: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set), repr=False)
+    """Tables each stage read (``recording_reads``): checked against the stages' declarations."""
+    _reading_stage: str | None = field(default=None, repr=False)
+
+    @contextmanager
+    def recording_reads(self, stage: str):
+        outer, self._reading_stage = self._reading_stage, stage
+        try:
+            yield
+        finally:
+            self._reading_stage = outer
 
     @property
     def spark(self) -> SparkSession:
@@ -80,6 +93,8 @@ class TableStore:
         return bool(self.spark.catalog.tableExists(self.qualified_name(name)))
 
     def read(self, name: str, schema: StructType | None = None) -> DataFrame:
+        if self._reading_stage is not None and not name.startswith("_"):
+            self.reads_by_stage[self._reading_stage].add(name)
         if not self.exists(name):
             if schema is None:
                 raise FileNotFoundError(f"table {name} does not exist yet")
@@ -113,6 +128,21 @@ class TableStore:
         if self.fmt == "parquet":
             # a Parquet table's file listing is cached by the session: rewritten folders need a refresh
             self.spark.catalog.refreshTable(f"{db}.{name}")
+
+    def list_tables(self, prefix: str = "") -> list[str]:
+        """Logical names of the tables that exist (folders under the root, or the schema's tables)."""
+        if self.uses_paths:
+            root = self.storage.root
+            if not root.is_dir():
+                return []
+            return sorted(c.name for c in root.iterdir()
+                          if c.is_dir() and c.name.startswith(prefix) and _NAME_RE.match(c.name) and self.exists(c.name))
+        prefix_q = f"{self.storage.catalog}.{self.storage.database}" if self.storage.catalog else self.storage.database
+        try:
+            rows = self.spark.sql(f"SHOW TABLES IN {prefix_q}").collect()
+        except Exception:  # the schema does not exist yet
+            return []
+        return sorted(r["tableName"] for r in rows if r["tableName"].startswith(prefix))
 
     def register_all(self) -> list[str]:
         """Register every table found under ``storage.root`` and ``USE`` Lewin's database."""
@@ -156,13 +186,14 @@ class TableStore:
             self._write(df, name, mode="overwrite")
         self.register(name)
 
-    def checkpointer(self, prefix: str):
+    def checkpointer(self, names: tuple[str, str]):
         """``checkpoint(df, round) -> df`` for iterative jobs: write the frame, read it back (short
-        lineage). Alternates between two tables, since a table cannot be overwritten from itself."""
+        lineage). Alternates between the two tables ``names``, since a table cannot be overwritten
+        from itself."""
         tick = [0]
 
         def checkpoint(df: DataFrame, _round: int) -> DataFrame:
-            name = f"{prefix}_{tick[0] % 2}"
+            name = names[tick[0] % 2]
             tick[0] += 1
             self.overwrite(name, df)
             return self.read(name)

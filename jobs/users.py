@@ -9,14 +9,12 @@ no change and writes nothing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lewin.jobs.ingest import new_run_id
+from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
@@ -30,6 +28,13 @@ class UsersResult:
     users_changed: int = 0
     users_removed: int = 0
     users_total: int = 0
+
+    def funnel(self) -> Funnel:
+        # in = timelines (re)built or removed; kept = (re)built; rejected = removed (no records left)
+        return Funnel(stage="users", source="all", records_in=self.users_changed + self.users_removed,
+                      kept=self.users_changed, rejected=self.users_removed,
+                      detail={"users_changed": self.users_changed, "users_removed": self.users_removed,
+                              "users_total": self.users_total})
 
 
 def _checksums(scrubbed: DataFrame) -> DataFrame:
@@ -56,9 +61,29 @@ def timelines(scrubbed: DataFrame, max_records: int, run_id: str) -> DataFrame:
         *[F.col(f.name).cast(f.dataType).alias(f.name) for f in T.USERS.fields])
 
 
+class UsersStage(Stage):
+    name = "users"
+    summary = "silver_records_scrubbed -> users: one chronological timeline per user (changed users only)"
+    reads = ("silver_records_scrubbed", "users")
+    writes = ("users",)
+    depends_on = ("scrub",)
+
+    def __init__(self):
+        self.result: UsersResult | None = None
+
+    def run(self, ctx: RunContext) -> list[Funnel]:
+        self.result = _build_users(ctx)
+        return [self.result.funnel()]
+
+
 def build_users(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> UsersResult:
-    started = datetime.now(timezone.utc)
-    run_id = run_id or new_run_id("users")
+    stage = UsersStage()
+    stage.execute(store, cfg, run_id)
+    return stage.result
+
+
+def _build_users(ctx: RunContext) -> UsersResult:
+    store, cfg, run_id = ctx.store, ctx.cfg, ctx.run_id
     result = UsersResult(run_id)
     store.ensure("users", T.USERS)
     if not store.exists("silver_records_scrubbed"):
@@ -70,9 +95,7 @@ def build_users(store: TableStore, cfg: LewinConfig, run_id: str | None = None) 
         F.col("_old").isNull() | (F.col("_old") != F.col("records_checksum"))).select(*KEYS)
     gone = existing.select(*KEYS).join(current.select(*KEYS), KEYS, "left_anti")
     # both read `users`, which the writes below replace: materialise them first
-    store.overwrite("_stage_users_changed", changed)
-    store.overwrite("_stage_users_gone", gone)
-    changed, gone = store.read("_stage_users_changed"), store.read("_stage_users_gone")
+    changed, gone = ctx.materialize("changed", changed), ctx.materialize("gone", gone)
     result.users_changed = changed.count()
     result.users_removed = gone.count()
     if result.users_changed:
@@ -80,11 +103,5 @@ def build_users(store: TableStore, cfg: LewinConfig, run_id: str | None = None) 
         store.upsert("users", rows, KEYS, T.USERS)
     if result.users_removed:
         store.delete_keys("users", gone, KEYS)
-    store.drop("_stage_users_changed")
-    store.drop("_stage_users_gone")
     result.users_total = store.count("users")
-    detail = {"users_changed": result.users_changed, "users_removed": result.users_removed}
-    row = (run_id, "users", "all", started, datetime.now(timezone.utc), None, None, None, None,
-           result.users_changed, result.users_changed, 0, 0, 0, json.dumps(detail))
-    store.append("runs", store.spark.createDataFrame([row], T.RUNS))
     return result

@@ -51,7 +51,7 @@ def test_reference_peeling_is_the_maximal_core(edges, ku, ki):
 
 def _spark_core(spark, store, edges, ku, ki):
     df = spark.createDataFrame(sorted(edges), "user_id string, item_id string")
-    core, rounds = kcore(df, ku, ki, store.checkpointer("_kc"))
+    core, rounds = kcore(df, ku, ki, store.checkpointer(("_kc_0", "_kc_1")))
     return {(r["user_id"], r["item_id"]) for r in core.collect()}, rounds
 
 
