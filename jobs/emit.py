@@ -199,7 +199,7 @@ def build_mcq(ctx: RunContext, result: EmitResult) -> list[dict]:
             system, user, answer = (m["content"] for m in q["messages"])
             to = where[q["sample_id"]]
             if task == "item_selection":
-                user, options = mcq.move_item_answer(user, q["candidates"], q["answer_index"], to)
+                user, options = mcq.move_item_answer(q["prompt_head"], q["candidates"], q["answer_index"], to)
                 origins = ["real" if i == to else "pool" for i in range(len(options))]
             else:
                 fallback = [(a, "other_user") for u, a in pool[task] if u != q["user_id"]]

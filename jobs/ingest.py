@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
-
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import SOURCES, LewinConfig
 from lewin.udfs import bronze
+from lewin.udfs.ids import stable_id
 from lewin.udfs.pool import pooled_batches
 from lewin.udfs.readers import ReaderOptions, detect_format, read_file
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,7 @@ def read_files(store: TableStore, files: list[InputFile], opts: ReaderOptions) -
 def _quarantine_rows(staged: DataFrame, source: str, run_id: str, started: datetime, raw_max: int) -> DataFrame:
     raw = F.col("raw")
     return staged.where(F.col("_reason").isNotNull() & (F.col("_reason") != "blank_line")).select(
-        F.substring(F.sha2(F.concat_ws("\u001f", F.lit(source), "file", F.col("line").cast("string"),
-                                       F.col("item").cast("string")), 256), 1, 32).alias("quarantine_id"),
+        stable_id(F.lit(source), "file", F.col("line").cast("string"), F.col("item").cast("string"), chars=32).alias("quarantine_id"),
         F.lit(source).alias("source"),
         F.col("file"),
         F.col("line"),

@@ -22,18 +22,18 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
-
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
 from lewin.schemas.llm import JUDGE_METRICS, PER_RECORD, PER_USER
+from lewin.udfs.ids import stable_id
 from lewin.udfs.llm_engines import EngineSpec, Sampling
 from lewin.udfs.llm_stage import LEDGER_FIELDS, StageOptions, prompt_for, run_batch
 from lewin.udfs.pool import map_in_arrow_pooled
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ def keyed_inputs(cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFram
     model, ph = cfg.llm.engine.model, params_hash(cfg, artifact)
     input_hash = F.substring(F.sha2("context", 256), 1, 16)
     return inputs.select(
-        F.sha2(F.concat_ws("\u001f", F.lit(artifact), "input_id", input_hash, F.lit(prompt.version), F.lit(model),
-                           F.lit(ph)), 256).alias("ledger_key"),
+        stable_id(F.lit(artifact), "input_id", input_hash, F.lit(prompt.version), F.lit(model), F.lit(ph)
+                  ).alias("ledger_key"),
         F.lit(artifact).alias("artifact"), "input_id", input_hash.alias("input_hash"), "user_id", "source",
         F.lit(prompt.version).alias("prompt_version"), F.lit(model).alias("model"), F.lit(ph).alias("params_hash"),
         "context",

@@ -162,18 +162,4 @@ def _drop_upstream_text(store: TableStore, ids) -> None:
 
 
 def _null_columns(store: TableStore, table: str, keys, values: dict[str, str]) -> None:
-    if store.fmt == "delta":
-        view = store._temp_view(keys.distinct())
-        sets = ", ".join(f"t.`{c}` = {v}" for c, v in values.items())
-        try:
-            store.spark.sql(f"MERGE INTO {store.ref(table)} t USING {view} s ON t.record_id = s.record_id "
-                            f"WHEN MATCHED THEN UPDATE SET {sets}")
-        finally:
-            store.spark.catalog.dropTempView(view)
-    else:
-        df = store.read(table)
-        hit = keys.distinct().withColumn("_hit", F.lit(True))
-        df = df.join(hit, "record_id", "left")
-        for c, v in values.items():
-            df = df.withColumn(c, F.when(F.col("_hit"), F.expr(v).cast(df.schema[c].dataType)).otherwise(F.col(c)))
-        store.overwrite(table, df.drop("_hit"))
+    store.update_keys(table, keys, ["record_id"], values)

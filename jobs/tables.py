@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lewin.jobs.engine import Engine
@@ -220,6 +221,15 @@ class TableStore:
         df.createOrReplaceTempView(view)
         return view
 
+    def merge(self, name: str, source: DataFrame, keys: list[str]) -> "MergeBuilder":
+        """A typed Delta MERGE of ``source`` into ``name`` on equal ``keys`` (delta-spark's
+        ``DeltaTable.merge`` shape, rendered as SQL so it runs on Sail, delta-spark and Databricks)."""
+        if self.fmt != "delta":
+            raise ValueError(f"MERGE needs a Delta table; {name} is {self.fmt}")
+        if not keys:
+            raise ValueError("merge: at least one key column")
+        return MergeBuilder(self, name, source, list(keys))
+
     def insert_new(self, name: str, df: DataFrame, keys: list[str], schema: StructType) -> None:
         """Insert rows whose ``keys`` are not in the table yet (idempotent append).
 
@@ -231,12 +241,7 @@ class TableStore:
             # first load (a backfill): nothing to match against, a plain append is the same write
             self._write(self._barrier(df), name, mode="append")
         elif self.fmt == "delta":
-            view = self._temp_view(df)
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            try:
-                self.spark.sql(f"MERGE INTO {self.ref(name)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
-            finally:
-                self.spark.catalog.dropTempView(view)
+            self.merge(name, df, keys).when_not_matched_insert_all().execute()
         else:
             existing = self.read(name).select(*keys)
             self._write(df.join(existing, on=keys, how="left_anti"), name, mode="append")
@@ -246,15 +251,7 @@ class TableStore:
         self.ensure(name, schema)
         df = df.select(*[f.name for f in schema.fields])
         if self.fmt == "delta":
-            view = self._temp_view(df)
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            try:
-                self.spark.sql(
-                    f"MERGE INTO {self.ref(name)} t USING {view} s ON {on} "
-                    "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
-                )
-            finally:
-                self.spark.catalog.dropTempView(view)
+            self.merge(name, df, keys).when_matched_update_all().when_not_matched_insert_all().execute()
         else:
             kept = self.read(name).join(df.select(*keys), on=keys, how="left_anti")
             self.overwrite(name, kept.unionByName(df))
@@ -265,14 +262,23 @@ class TableStore:
             return
         keys_df = keys_df.select(*keys).distinct()
         if self.fmt == "delta":
-            view = self._temp_view(keys_df)
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            try:
-                self.spark.sql(f"MERGE INTO {self.ref(name)} t USING {view} s ON {on} WHEN MATCHED THEN DELETE")
-            finally:
-                self.spark.catalog.dropTempView(view)
+            self.merge(name, keys_df, keys).when_matched_delete().execute()
         else:
             self.overwrite(name, self.read(name).join(keys_df, on=keys, how="left_anti"))
+
+    def update_keys(self, name: str, keys_df: DataFrame, keys: list[str], values: dict[str, str]) -> None:
+        """Set columns to SQL expressions (``{"text": "NULL"}``) on the rows whose ``keys`` appear
+        in ``keys_df``."""
+        if not self.exists(name):
+            return
+        keys_df = keys_df.select(*keys).distinct()
+        if self.fmt == "delta":
+            self.merge(name, keys_df, keys).when_matched_update(values).execute()
+            return
+        df = self.read(name).join(keys_df.withColumn("_hit", F.lit(True)), keys, "left")
+        for c, v in values.items():
+            df = df.withColumn(c, F.when(F.col("_hit"), F.expr(v).cast(df.schema[c].dataType)).otherwise(F.col(c)))
+        self.overwrite(name, df.drop("_hit"))
 
     def version(self, name: str) -> int | None:
         """The Delta version of a table (None for Parquet or a missing table)."""
@@ -284,3 +290,58 @@ class TableStore:
             return max(versions) if versions else None
         row = self.spark.sql(f"DESCRIBE HISTORY {self.qualified_name(name)} LIMIT 1").collect()
         return int(row[0]["version"]) if row else None
+
+
+_COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class MergeBuilder:
+    """``store.merge(table, source, keys)`` then clauses, then ``execute()``. Clause order is
+    SQL's: matched clauses first, then the not-matched insert."""
+
+    def __init__(self, store: TableStore, name: str, source: DataFrame, keys: list[str]):
+        for k in keys:
+            if not _COLUMN_RE.match(k):
+                raise ValueError(f"merge key {k!r} is not a plain column name")
+        self._store, self._name, self._source, self._keys = store, name, source, keys
+        self._matched: str | None = None
+        self._insert = False
+
+    def _set_matched(self, clause: str) -> "MergeBuilder":
+        if self._matched is not None:
+            raise ValueError("merge: one WHEN MATCHED clause per merge")
+        self._matched = clause
+        return self
+
+    def when_matched_update_all(self) -> "MergeBuilder":
+        return self._set_matched("WHEN MATCHED THEN UPDATE SET *")
+
+    def when_matched_update(self, values: dict[str, str]) -> "MergeBuilder":
+        """``values``: target column -> SQL expression over ``t`` (target) and ``s`` (source)."""
+        if not values:
+            raise ValueError("merge: when_matched_update needs at least one column")
+        for c in values:
+            if not _COLUMN_RE.match(c):
+                raise ValueError(f"merge: column {c!r} is not a plain column name")
+        return self._set_matched("WHEN MATCHED THEN UPDATE SET " + ", ".join(f"t.`{c}` = {v}" for c, v in values.items()))
+
+    def when_matched_delete(self) -> "MergeBuilder":
+        return self._set_matched("WHEN MATCHED THEN DELETE")
+
+    def when_not_matched_insert_all(self) -> "MergeBuilder":
+        self._insert = True
+        return self
+
+    def sql(self, view: str) -> str:
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in self._keys)
+        clauses = [c for c in (self._matched, "WHEN NOT MATCHED THEN INSERT *" if self._insert else None) if c]
+        if not clauses:
+            raise ValueError("merge: no clause given")
+        return f"MERGE INTO {self._store.ref(self._name)} t USING {view} s ON {on} " + " ".join(clauses)
+
+    def execute(self) -> None:
+        view = self._store._temp_view(self._source)
+        try:
+            self._store.spark.sql(self.sql(view))
+        finally:
+            self._store.spark.catalog.dropTempView(view)

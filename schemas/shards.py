@@ -43,6 +43,7 @@ SHARD_SAMPLES = StructType(
         _f("public_prompt", StringType()),  # the request without the user's own behaviour (distractors see only this)
         _f("candidates", ArrayType(StringType())),  # item selection: option labels, in prompt order
         _f("answer_index", IntegerType()),  # item selection: the real item's place among candidates
+        _f("prompt_head", StringType()),  # item selection: the prompt before the candidate list
     ]
 )
 

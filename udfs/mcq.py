@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from lewin.udfs.training_tasks import CANDIDATES_HEADER, item_prompt  # noqa: F401  (the header: tests split on it)
+
 # Fictitious writers for distractors: same request, a different person, no access to the user.
 DISTRACTOR_WRITERS = (
     "a retired schoolteacher who writes careful, polite prose",
@@ -31,8 +33,6 @@ DISTRACTOR_WRITERS = (
     "a lawyer who writes formal, hedged statements",
 )
 
-CANDIDATES_HEADER = "\n\nWhich one of these do you buy next?\n"
-CANDIDATES_FOOTER = "\n\nAnswer with the item."
 
 
 def _h(*parts) -> str:
@@ -71,12 +71,8 @@ def choose_options(answer: str, distractors: list[tuple[str, str]], fallback: li
     return options, origins
 
 
-def move_item_answer(user_prompt: str, candidates: list[str], real_index: int, to_index: int) -> tuple[str, list[str]]:
-    """Swap the real item into ``to_index`` and renumber the candidate list in the prompt."""
+def move_item_answer(prompt_head: str, candidates: list[str], real_index: int, to_index: int) -> tuple[str, list[str]]:
+    """Swap the real item into ``to_index`` and render the prompt for the new order."""
     opts = list(candidates)
     opts[real_index], opts[to_index] = opts[to_index], opts[real_index]
-    head, sep, _ = user_prompt.partition(CANDIDATES_HEADER)
-    if not sep:
-        raise ValueError("item-selection prompt without its candidate list")
-    numbered = "\n".join(f"{i + 1}. {o}" for i, o in enumerate(opts))
-    return head + CANDIDATES_HEADER + numbered + CANDIDATES_FOOTER, opts
+    return item_prompt(prompt_head, opts), opts

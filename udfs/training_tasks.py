@@ -21,10 +21,10 @@ What each task is built from (paper's six tasks; see the README for stand-ins):
 
 from __future__ import annotations
 
+from lewin.schemas.shards import SHARD_RECORD
+from lewin.udfs.ids import stable_id
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
-
-from lewin.schemas.shards import SHARD_RECORD
 
 # Task prompt versions: bump the suffix when a task's wording changes.
 TASK_VERSIONS = {
@@ -46,7 +46,18 @@ SYSTEM = {
 }
 
 TASK_COLUMNS = ("task", "source", "user_id", "basis", "system", "user", "answer", "public_prompt", "artifact_ids",
-                "candidates", "answer_index")
+                "candidates", "answer_index", "prompt_head")
+
+# item selection: the prompt is ``prompt_head + CANDIDATES_HEADER + numbered candidates + CANDIDATES_FOOTER``;
+# the head and the candidates travel as data, so MCQ building re-renders the list instead of parsing it
+CANDIDATES_HEADER = "\n\nWhich one of these do you buy next?\n"
+CANDIDATES_FOOTER = "\n\nAnswer with the item."
+
+
+def item_prompt(prompt_head: str, candidates: list[str]) -> str:
+    """The item-selection prompt for candidates in this order (the Python twin of the Spark one)."""
+    numbered = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(candidates))
+    return prompt_head + CANDIDATES_HEADER + numbered + CANDIDATES_FOOTER
 
 
 def _out(col: str, path: str):
@@ -66,6 +77,7 @@ def _finish(df: DataFrame, task: str, check_answer: bool = True) -> DataFrame:
         F.col("artifact_ids").cast("array<string>"),
         (F.col("candidates") if "candidates" in df.columns else F.lit(None)).cast("array<string>").alias("candidates"),
         (F.col("answer_index") if "answer_index" in df.columns else F.lit(None)).cast("int").alias("answer_index"),
+        (F.col("prompt_head") if "prompt_head" in df.columns else F.lit(None)).cast("string").alias("prompt_head"),
     )
     return out.where(F.col("answer").isNotNull() & (F.length(F.trim("answer")) > 0)) if check_answer else out
 
@@ -243,14 +255,14 @@ def item_selection(users: DataFrame, gold_persona: DataFrame, items: DataFrame |
         F.lit("/5)"))), "\n")
     numbered = F.array_join(F.transform("candidates", lambda x, i: F.concat((i + 1).cast("string"), F.lit(". "), x)), "\n")
     about = F.when(F.col("persona").isNotNull(), F.concat(F.lit("About you: "), "persona", F.lit("\n\n"))).otherwise(F.lit(""))
-    ask = F.concat(about, F.lit("Your purchases so far (oldest first):\n"), hist,
-                   F.lit("\n\nWhich one of these do you buy next?\n"), numbered, F.lit("\n\nAnswer with the item."))
+    head = F.concat(about, F.lit("Your purchases so far (oldest first):\n"), hist)
+    ask = F.concat(head, F.lit(CANDIDATES_HEADER), numbered, F.lit(CANDIDATES_FOOTER))
     return _finish(c.select(
         "source", "user_id", F.col("target.record_id").alias("basis"), ask.alias("user"),
         F.element_at("candidates", F.col("answer_index") + 1).alias("answer"), F.lit(None).cast("string").alias("public_prompt"),
         F.when(F.col("persona_key").isNotNull(), F.array(F.col("target.record_id"), F.col("persona_key")))
         .otherwise(F.array(F.col("target.record_id"))).alias("artifact_ids"),
-        "candidates", "answer_index"), "item_selection", check_answer=False)  # the answer is a label: never empty
+        "candidates", "answer_index", head.alias("prompt_head")), "item_selection", check_answer=False)  # the answer is a label: never empty
 
 
 # --- from task rows to samples ---------------------------------------------------------------------------
@@ -258,10 +270,11 @@ def to_samples(tasks: DataFrame) -> DataFrame:
     msg = lambda role, col: F.struct(F.lit(role).alias("role"), F.col(col).alias("content"))  # noqa: E731
     version = F.create_map(*[x for k, v in TASK_VERSIONS.items() for x in (F.lit(k), F.lit(v))])
     return tasks.select(
-        F.sha2(F.concat_ws("\u001f", "task", "source", "user_id", "basis"), 256).alias("sample_id"),
+        stable_id("task", "source", "user_id", "basis").alias("sample_id"),
         "task", "source", "user_id", F.lit(None).cast("string").alias("split"),
         F.array(msg("system", "system"), msg("user", "user"), msg("assistant", "answer")).alias("messages"),
-        "artifact_ids", version[F.col("task")].alias("prompt_version"), "public_prompt", "candidates", "answer_index")
+        "artifact_ids", version[F.col("task")].alias("prompt_version"), "public_prompt", "candidates", "answer_index",
+        "prompt_head")
 
 
 def split_by_user(samples: DataFrame, seed: int, test_fraction: float) -> DataFrame:
