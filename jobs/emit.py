@@ -353,9 +353,7 @@ class EmitStage(Stage):
 
 
 def emit(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> EmitResult:
-    stage = EmitStage()
-    stage.execute(store, cfg, run_id)
-    return stage.result
+    return EmitStage().execute_for_result(store, cfg, run_id)
 
 
 def _emit(ctx: RunContext) -> EmitResult:

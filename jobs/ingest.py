@@ -185,9 +185,7 @@ def ingest(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> IngestResult:
     """Ingest every new file under ``paths`` for ``source``. Returns the run's funnel."""
-    stage = IngestStage(source, paths, on_progress)
-    stage.execute(store, cfg, run_id)
-    return stage.result
+    return IngestStage(source, paths, on_progress).execute_for_result(store, cfg, run_id)
 
 
 def _ingest(ctx: RunContext, source: str, paths: list[str],

@@ -308,9 +308,7 @@ class LlmStage(Stage):
 
 
 def run_llm(store: TableStore, cfg: LewinConfig, run_id: str | None = None, retry_dead: bool = False) -> LlmResult:
-    stage = LlmStage(retry_dead)
-    stage.execute(store, cfg, run_id)
-    return stage.result
+    return LlmStage(retry_dead).execute_for_result(store, cfg, run_id)
 
 
 def _run_llm(ctx: RunContext, retry_dead: bool) -> LlmResult:

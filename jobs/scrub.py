@@ -103,9 +103,7 @@ class ScrubStage(Stage):
 
 
 def scrub(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> ScrubResult:
-    stage = ScrubStage()
-    stage.execute(store, cfg, run_id)
-    return stage.result
+    return ScrubStage().execute_for_result(store, cfg, run_id)
 
 
 def _scrub(ctx: RunContext) -> ScrubResult:

@@ -207,3 +207,8 @@ class Stage(ABC):
         record_funnels(store, ctx.run_id, ctx.started, funnels)
         self.last_run_id = ctx.run_id
         return funnels
+
+    def execute_for_result(self, store: "TableStore", cfg: "LewinConfig", run_id: str | None = None):
+        """``execute``, then the stage's detailed result object (what the job functions return)."""
+        self.execute(store, cfg, run_id)
+        return self.result

@@ -77,9 +77,7 @@ class UsersStage(Stage):
 
 
 def build_users(store: TableStore, cfg: LewinConfig, run_id: str | None = None) -> UsersResult:
-    stage = UsersStage()
-    stage.execute(store, cfg, run_id)
-    return stage.result
+    return UsersStage().execute_for_result(store, cfg, run_id)
 
 
 def _build_users(ctx: RunContext) -> UsersResult:
