@@ -195,8 +195,10 @@ def curate(
     if bad:
         err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {bad})")
         raise typer.Exit(code=2)
-    # Reddit comments are curated right after Reddit submissions, under their own rules
-    streams = [x for s in source for x in ((s, "reddit_comments") if s == "reddit" else (s,))]
+    # a source is curated as its streams (Reddit: submissions, then comments under their own rules)
+    from lewin.udfs import sources
+
+    streams = [st.name for s in source for st in sources.streams(s)]
     with _store(cfg) as store:
         _execute(store, cfg, CurateStage(streams or None))
 

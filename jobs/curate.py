@@ -2,9 +2,12 @@
 
 new bronze rows (by ingest run) -> clean -> rule tags -> drop by config -> language ID and quality
 tags (one pooled Python pass) -> exact dedup (earliest wins, also against silver) -> silver;
-Amazon rows go to ``silver_amazon_pool`` and reach silver only inside the iterated k-core, which
-is recomputed over the whole pool whenever new Amazon rows arrive (rows that fall out move to
-``rejected``, rows that come back are restored).
+a stream with a k-core pool (Amazon: ``silver_amazon_pool``) reaches silver only inside the
+iterated k-core, which is recomputed over the whole pool whenever new rows arrive (rows that fall
+out move to ``rejected``, rows that come back are restored).
+
+What is curated is a *stream* (``lewin.udfs.sources``): a bronze table with its rules, the columns
+it carries to silver and its special steps, all read from the stream's spec.
 
 Every dropped row is in ``rejected`` with its stage, rule and detail. Incremental: a bronze
 ingest run is processed once (``curate_log``). Idempotent and resumable: all writes are MERGEs on
@@ -27,25 +30,14 @@ from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
 from lewin.udfs import kcore as kcore_lib
+from lewin.udfs import sources as _sources
 from lewin.udfs.annotate import AnnotateOptions, annotate_batch
 from lewin.udfs.clean import clean_column, normalized_hash
 from lewin.udfs.pool import map_in_arrow_pooled
 from lewin.udfs.rules import tag_rules
+from lewin.udfs.sources import SideTable, StreamSpec
 
 log = logging.getLogger(__name__)
-
-# curation source -> bronze table; Reddit comments are curated on their own (other rules), into the
-# same silver table with source "reddit"
-BRONZE_OF = {"reddit": "bronze_reddit", "reddit_comments": "bronze_reddit_comments", "twitter": "bronze_twitter",
-             "blogger": "bronze_blogger", "amazon": "bronze_amazon"}
-# bronze column -> silver column, per source (everything else in silver is null for that source)
-_CARRY = {
-    "reddit": {"subreddit": "subreddit"},
-    "reddit_comments": {"subreddit": "subreddit"},
-    "twitter": {"user_name": "user_name"},
-    "blogger": {"gender": "gender", "age": "age", "industry": "industry"},
-    "amazon": {"item_id": "item_id", "rating": "rating"},
-}
 
 
 @dataclass
@@ -62,6 +54,8 @@ class CurateResult:
     kcore_moved_out: int = 0
     kcore_restored: int = 0
     kcore_rounds: list = field(default_factory=list)
+    side_rows: dict[str, int] = field(default_factory=dict)
+    """Rows copied to each side table (``silver_items``) — not records: outside the funnel's counts."""
     seconds_by_step: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -74,7 +68,7 @@ class CurateResult:
             detail={"rejected_by_rule": self.rejected_by_rule, "already_curated": self.already_curated,
                     "displaced_existing": self.displaced, "kcore_moved_out": self.kcore_moved_out,
                     "kcore_restored": self.kcore_restored, "kcore_rounds": self.kcore_rounds,
-                    "seconds_by_step": self.seconds_by_step},
+                    "side_rows": self.side_rows, "seconds_by_step": self.seconds_by_step},
         )
 
     def timed(self, step: str, t0: float) -> float:
@@ -83,8 +77,10 @@ class CurateResult:
         return now
 
 
-def _silver_projection(df: DataFrame, source: str, run_id: str) -> list:
-    carry = _CARRY[source]
+def _silver_projection(df: DataFrame, stream: StreamSpec, run_id: str) -> list:
+    """Silver's columns: the common ones, the stream's carried columns (already under their silver
+    names), null for the rest."""
+    carry = stream.carry
     cols = []
     for f in T.SILVER_RECORDS.fields:
         if f.name == "title":
@@ -100,7 +96,7 @@ def _silver_projection(df: DataFrame, source: str, run_id: str) -> list:
         elif f.name == "_curate_run_id":
             c = F.lit(run_id)
         elif f.name in carry:
-            c = F.col(carry[f.name])
+            c = F.col(f.name)
         elif f.name in ("record_id", "source", "user_id", "event_ts"):
             c = F.col(f.name)
         else:
@@ -109,40 +105,26 @@ def _silver_projection(df: DataFrame, source: str, run_id: str) -> list:
     return cols
 
 
-def _twitter_account_stats(store: TableStore, batch: DataFrame, cfg: LewinConfig) -> DataFrame:
-    """Account-level link and promo shares over every bronze tweet of the batch's users."""
-    from lewin.udfs.rules import _count_matches
-
-    promo = cfg.curate.rules.twitter_ad_content_v1.promo_patterns
-    users = batch.select("user_id").distinct()
-    tweets = store.read("bronze_twitter").join(users, "user_id", "left_semi")
-    stats = tweets.groupBy("user_id").agg(
-        F.count(F.lit(1)).alias("_user_tweets"),
-        F.avg((F.coalesce(F.col("n_urls"), F.lit(0)) > 0).cast("double")).alias("_user_link_share"),
-        F.avg((_count_matches(F.col("text"), promo) > 0).cast("double")).alias("_user_promo_share"),
-    )
-    return batch.join(stats, "user_id", "left")
-
-
 def _rejections(df: DataFrame, stage: str, rule, detail) -> DataFrame:
     return df.select(
         "record_id", "source", F.lit(stage).alias("_stage"), rule.alias("_rule"), detail.alias("_detail")
     )
 
 
-def prepare(store: TableStore, cfg: LewinConfig, source: str, batch: DataFrame, run_id: str) -> DataFrame:
+def prepare(store: TableStore, cfg: LewinConfig, source: str | StreamSpec, batch: DataFrame, run_id: str) -> DataFrame:
     """Bronze rows -> one frame: silver columns plus ``_stage/_rule/_detail`` (null for the rows
     that survive). One pass: cleaning and rule tags as built-in expressions, then a single pooled
     Python UDF for language ID and quality tags (skipping rows the rules already rejected), then
     one projection deciding the outcome. No branch re-reads an upstream step, so the UDF and the
-    regexes run once per row."""
+    regexes run once per row. ``source``: the curation stream (or its name)."""
+    stream = _sources.stream(source) if isinstance(source, str) else source
     cc = cfg.curate
     df = clean_column(batch, "text", "clean_text", "source")
     df = clean_column(df, "title", "clean_title", "source")
-    if source == "twitter" and cc.rules.twitter_brand_account_v1.enabled:
-        df = _twitter_account_stats(store, df, cfg)
-    df = tag_rules(df, cc.rules, source)
-    carry = list(_CARRY[source])
+    if stream.needs_account_stats:
+        df = stream.account_stats(store, cfg, df, stream.bronze_table)
+    df = tag_rules(df, cc.rules, stream)
+    carry = [F.col(frm).alias(to) for to, frm in stream.carry.items()]
     df = df.select("record_id", "source", "user_id", "event_ts", "clean_title", "clean_text", "_run_id", *carry,
                    "_failed", "_fail_detail", (F.size("_failed") > 0).alias("_skip"))
     if cc.language.enabled or cc.quality.enabled:
@@ -166,7 +148,9 @@ def prepare(store: TableStore, cfg: LewinConfig, source: str, batch: DataFrame, 
         lang_bad = ~F.coalesce(F.col("lang").isin(cc.language.keep), F.lit(False)) | (
             F.coalesce(F.col("lang_score"), F.lit(0.0)) < cc.language.min_score)
     drop_flags = list(cc.quality.drop_on)
-    first_bad_flag = (F.filter("quality_flags", lambda f: F.split(f, ":")[0].isin(drop_flags))[0]
+    # the first flag in drop_on (null when none: an empty array must not be indexed)
+    bad_flags = F.filter("quality_flags", lambda f: F.split(f, ":")[0].isin(drop_flags))
+    first_bad_flag = (F.when(F.size(bad_flags) > 0, bad_flags[0])
                       if drop_flags else F.lit(None).cast("string"))
     quality_bad = first_bad_flag.isNotNull() if drop_flags else F.lit(False)
     also = F.when(F.size("_failed") > 1,
@@ -180,7 +164,7 @@ def prepare(store: TableStore, cfg: LewinConfig, source: str, batch: DataFrame, 
                                  F.coalesce(F.round("lang_score", 3).cast("string"), F.lit("none"))))
         .when(quality_bad, first_bad_flag)
     )
-    silver = [c for c in _silver_projection(df, source, run_id)]
+    silver = [c for c in _silver_projection(df, stream, run_id)]
     # rejected rows keep only their id and source: their silver columns would not be used
     return df.select(*silver, stage.alias("_stage"), rule.alias("_rule"), detail.alias("_detail"))
 
@@ -218,12 +202,12 @@ def _reject_rows(df: DataFrame, run_id: str, at: datetime) -> DataFrame:
     )
 
 
-def _apply_kcore(ctx: RunContext, batch_ids: DataFrame, result: CurateResult) -> None:
-    """Recompute the core over the whole pool; ``batch_ids`` (this batch's dedup winners) are counted
-    into the funnel as kept (in the core) or rejected (outside it)."""
+def _apply_kcore(ctx: RunContext, stream: StreamSpec, batch_ids: DataFrame, result: CurateResult) -> None:
+    """Recompute the core over the stream's whole pool; ``batch_ids`` (this batch's dedup winners)
+    are counted into the funnel as kept (in the core) or rejected (outside it)."""
     store, cfg, run_id, at = ctx.store, ctx.cfg, ctx.run_id, ctx.started
     kc = cfg.curate.kcore
-    pool = store.read("silver_amazon_pool")
+    pool = store.read(stream.kcore_pool)
     if not kc.enabled:
         store.insert_new("silver_records", pool, ["record_id"], T.SILVER_RECORDS)
         result.kept = batch_ids.count()
@@ -236,10 +220,10 @@ def _apply_kcore(ctx: RunContext, batch_ids: DataFrame, result: CurateResult) ->
     core = ctx.materialize("kcore_core", core)
     in_core = pool.join(core, ["user_id", "item_id"], "left_semi")
     out_core = pool.join(core, ["user_id", "item_id"], "left_anti")
-    silver_amazon = store.read("silver_records").where(F.col("source") == "amazon").select("record_id")
+    silver_pooled = store.read("silver_records").where(F.col("source") == stream.source).select("record_id")
     kc_rejected = store.read("rejected").where(F.col("stage") == "kcore").select("record_id")
     # who moves: counted before the writes that move them
-    result.kcore_moved_out = out_core.join(silver_amazon, "record_id", "left_semi").count()
+    result.kcore_moved_out = out_core.join(silver_pooled, "record_id", "left_semi").count()
     result.kcore_restored = in_core.join(kc_rejected, "record_id", "left_semi").count()
     new_in = in_core.join(batch_ids, "record_id", "left_semi").count()
     new_total = pool.join(batch_ids, "record_id", "left_semi").count()
@@ -248,26 +232,26 @@ def _apply_kcore(ctx: RunContext, batch_ids: DataFrame, result: CurateResult) ->
     store.delete_keys("rejected", in_core.join(kc_rejected, "record_id", "left_semi"), ["record_id"])
     degree_detail = F.lit(f"outside the ({kc.min_user_degree} per user, {kc.min_item_degree} per item) core")
     store.insert_new("rejected", _reject_rows(
-        out_core.select("record_id", "source", F.lit("kcore").alias("_stage"), F.lit("amazon_kcore_v1").alias("_rule"),
+        out_core.select("record_id", "source", F.lit("kcore").alias("_stage"), F.lit(stream.kcore_rule).alias("_rule"),
                         degree_detail.alias("_detail")), run_id, at), ["record_id"], T.REJECTED)
     result.kept = new_in
     result.rejected += new_total - new_in
     if new_total - new_in:
-        result.rejected_by_rule["amazon_kcore_v1"] = new_total - new_in
+        result.rejected_by_rule[stream.kcore_rule] = new_total - new_in
 
 
 class CurateStage(Stage):
     name = "curate"
     summary = "bronze -> silver_records: cleaning, rules, language ID, quality tags, dedup, k-core; drops -> rejected"
-    reads = ("bronze_*", "curate_log", "silver_records", "silver_amazon_pool", "rejected")
-    writes = ("silver_records", "silver_amazon_pool", "rejected", "curate_log", "kcore_rounds")
+    reads = ("bronze_*", "curate_log", "silver_records", "silver_amazon_pool", "silver_items", "rejected")
+    writes = ("silver_records", "silver_amazon_pool", "silver_items", "rejected", "curate_log", "kcore_rounds")
     depends_on = ("ingest",)
 
     def __init__(self, sources: list[str] | None = None):
-        self.sources = list(sources) if sources is not None else list(BRONZE_OF)
+        """``sources``: curation stream names (``lewin.udfs.sources.streams()``; default: all)."""
+        self.sources = list(sources) if sources is not None else list(_sources.stream_names())
         for s in self.sources:
-            if s not in BRONZE_OF:
-                raise ValueError(f"unknown source {s!r}; known: {sorted(BRONZE_OF)}")
+            _sources.stream(s)  # unknown stream: ValueError naming the known ones
         self.results: list[CurateResult] = []
 
     def run(self, ctx: RunContext) -> list[Funnel]:
@@ -286,26 +270,62 @@ def curate(store: TableStore, cfg: LewinConfig, source: str, run_id: str | None 
     return stage.results[0]
 
 
+def _new_runs(store: TableStore, bronze_table: str) -> list[str]:
+    """The ingest runs of ``bronze_table`` that curate has not processed yet (``curate_log``)."""
+    if not store.exists(bronze_table):
+        return []
+    done = {r["bronze_run_id"] for r in store.read("curate_log").where(F.col("bronze_table") == bronze_table).collect()}
+    present = [r["_run_id"] for r in store.read(bronze_table).select("_run_id").distinct().collect()]
+    return sorted(set(present) - done)
+
+
+def _log_runs(ctx: RunContext, bronze_table: str, runs: list[str]) -> None:
+    ctx.store.append("curate_log", ctx.store.spark.createDataFrame(
+        [(bronze_table, rid, ctx.run_id, 0, ctx.started) for rid in runs], T.CURATE_LOG))
+
+
+def _copy_side_table(ctx: RunContext, side: SideTable) -> int:
+    """New bronze runs of a side table -> its silver table (insert when the key is new, as bronze
+    keeps the first version of a row); returns the rows inserted."""
+    store = ctx.store
+    todo = _new_runs(store, side.bronze_table)
+    if not todo:
+        return 0
+    first = Window.partitionBy(*side.key).orderBy("_run_id", "_file", "_line")
+    rows = store.read(side.bronze_table).where(F.col("_run_id").isin(todo))
+    rows = rows.withColumn("_rn", F.row_number().over(first)).where("_rn = 1")
+    cols = []
+    for f in side.schema.fields:
+        c = (F.col("_run_id") if f.name == "_bronze_run_id" else F.lit(ctx.run_id) if f.name == "_curate_run_id"
+             else F.col(f.name))
+        cols.append(c.cast(f.dataType).alias(f.name))
+    before = store.count(side.table)
+    store.insert_new(side.table, rows.select(*cols), list(side.key), side.schema)
+    inserted = store.count(side.table) - before
+    _log_runs(ctx, side.bronze_table, todo)
+    return inserted
+
+
 def _curate(ctx: RunContext, source: str) -> CurateResult:
     store, cfg, run_id, started = ctx.store, ctx.cfg, ctx.run_id, ctx.started
+    stream = _sources.stream(source)
     result = CurateResult(run_id, source)
-    bronze_table = BRONZE_OF[source]
+    bronze_table = stream.bronze_table
     for name, schema in T.SILVER_TABLES.items():
         store.ensure(name, schema)
-    if not store.exists(bronze_table):
-        return result
+    for side in stream.side_tables:  # independent of the stream's own new rows
+        store.ensure(side.table, side.schema)
+        result.side_rows[side.table] = _copy_side_table(ctx, side)
     clock = time.perf_counter()
-    done = {r["bronze_run_id"] for r in store.read("curate_log").where(F.col("bronze_table") == bronze_table).collect()}
-    bronze = store.read(bronze_table)
-    present = [r["_run_id"] for r in bronze.select("_run_id").distinct().collect()]
-    todo = sorted(set(present) - done)
+    todo = _new_runs(store, bronze_table)
     if not todo:
         return result
+    bronze = store.read(bronze_table)
     batch = bronze.where(F.col("_run_id").isin(todo))
-    if source == "reddit_comments":  # the shared Reddit rules read submission columns: null for comments
-        missing = [f for f in T.BRONZE_REDDIT.fields if f.name not in batch.columns]
+    if stream.fill_missing_from is not None:  # rules shared with another stream read its columns: null here
+        missing = [f for f in _sources.bronze_schema(stream.fill_missing_from).fields if f.name not in batch.columns]
         batch = batch.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing])
-    staged = ctx.materialize("prepared", prepare(store, cfg, source, batch, run_id))
+    staged = ctx.materialize("prepared", prepare(store, cfg, stream, batch, run_id))
     clock = result.timed("clean_rules_annotate", clock)
 
     counts = {(r["_stage"], r["_rule"]): r["n"] for r in staged.groupBy("_stage", "_rule").agg(F.count(F.lit(1)).alias("n")).collect()}
@@ -316,7 +336,7 @@ def _curate(ctx: RunContext, source: str) -> CurateResult:
     cands = staged.where(F.col("_stage").isNull()).select(*[f.name for f in T.SILVER_RECORDS.fields])
     rejects = staged.where(F.col("_stage").isNotNull()).select("record_id", "source", "_stage", "_rule", "_detail")
 
-    target = "silver_amazon_pool" if source == "amazon" else "silver_records"
+    target = stream.kcore_pool or "silver_records"
     displaced = None
     if cfg.curate.dedup.enabled:
         winners, dups, displaced = _dedup(store, cands, target, run_id)
@@ -345,17 +365,16 @@ def _curate(ctx: RunContext, source: str) -> CurateResult:
         store.upsert("rejected", _reject_rows(displaced, run_id, started), ["record_id"], T.REJECTED)
     result.rejected = sum(result.rejected_by_rule.values())
     # every winner is kept: those an interrupted run had merged already are in the table too
-    result.kept = n_winners if source != "amazon" else 0
+    result.kept = n_winners if stream.kcore_pool is None else 0  # pooled rows count when the core is known
     result.already_curated = n_winners - inserted
     if result.already_curated:
         log.info("%s: %d rows were already curated by an interrupted run", source, result.already_curated)
     clock = result.timed("merge", clock)
-    if source == "amazon":
-        _apply_kcore(ctx, winners.select("record_id"), result)
+    if stream.kcore_pool is not None:
+        _apply_kcore(ctx, stream, winners.select("record_id"), result)
         clock = result.timed("kcore", clock)
     ctx.failpoint("before_log")
-    store.append("curate_log", store.spark.createDataFrame(
-        [(bronze_table, rid, run_id, 0, started) for rid in todo], T.CURATE_LOG))
+    _log_runs(ctx, bronze_table, todo)
     return result
 
 

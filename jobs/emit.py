@@ -1,6 +1,6 @@
 """Job: gold artifacts + user timelines -> training shards, MCQ evaluation sets, manifest.
 
-gold_* + users (+ scrubbed Reddit comments with their parent ids, Amazon item titles)
+gold_* + users (+ scrubbed Reddit comments with their parent ids, the item catalogue ``silver_items``)
   -> six task builders (lewin.udfs.training_tasks) -> samples with a stable sample_id
   -> split by user (seeded hash) -> balanced per (task, source) -> ``shard_samples`` (Delta)
   -> held-out samples -> MCQ items (distractors through the LLM ledger) -> ``mcq_items`` (Delta)
@@ -84,7 +84,7 @@ def task_rows(store: TableStore, cfg: LewinConfig) -> DataFrame:
     """Every candidate sample of the enabled tasks (TASK_COLUMNS), before split and balance."""
     ec = cfg.emit
     users = store.read("users")
-    items = store.read("bronze_amazon_items").select("item_id", "title") if store.exists("bronze_amazon_items") else None
+    items = store.read("silver_items").select("item_id", "title") if store.exists("silver_items") else None
     persona, profile = _gold(store, "persona"), _gold(store, "profile")
     parts = []
     for task in ec.tasks:
@@ -97,11 +97,11 @@ def task_rows(store: TableStore, cfg: LewinConfig) -> DataFrame:
         elif task == "writing_imitation":
             parts.append(tasks.writing_imitation(users, _gold(store, "writing_style"), items, ec.seed, ec.history_records,
                                                  ec.history_record_chars))
-        elif task == "personalized_commenting" and store.exists("bronze_reddit_comments"):
-            # ids only from bronze (which parent a comment answers); the texts come from the scrubbed table
-            parents = store.read("bronze_reddit_comments").select("record_id", "parent_id").where(F.col("parent_id").isNotNull())
-            parts.append(tasks.personalized_commenting(store.read("silver_records_scrubbed"), parents, ec.history_records,
-                                                       ec.history_record_chars))
+        elif task == "personalized_commenting" and store.exists("silver_records_scrubbed"):
+            # which parent a comment answers is carried into silver (parent_id); texts are the scrubbed ones
+            scrubbed = store.read("silver_records_scrubbed")
+            parents = scrubbed.where(F.col("parent_id").isNotNull()).select("record_id", "parent_id")
+            parts.append(tasks.personalized_commenting(scrubbed, parents, ec.history_records, ec.history_record_chars))
         elif task == "item_selection":
             parts.append(tasks.item_selection(users, persona, items, ec.seed, ec.item_history, ec.item_candidates))
     out = parts[0]
@@ -339,8 +339,7 @@ def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: 
 class EmitStage(Stage):
     name = "emit"
     summary = "gold_* + users -> training shards (train/test by user), MCQ sets, manifest, dataset_info"
-    reads = ("users", "gold_*", "silver_records_scrubbed", "bronze_amazon_items", "bronze_reddit_comments",
-             "shard_samples", "mcq_items", "llm_ledger")
+    reads = ("users", "gold_*", "silver_records_scrubbed", "silver_items", "shard_samples", "mcq_items", "llm_ledger")
     writes = ("shard_samples", "mcq_items", "llm_ledger")
     depends_on = ("llm",)
 

@@ -25,8 +25,9 @@ import pyarrow as pa
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
-from lewin.schemas.config import SOURCES, LewinConfig
+from lewin.schemas.config import LewinConfig
 from lewin.udfs import bronze
+from lewin.udfs import sources as _sources
 from lewin.udfs.ids import stable_id
 from lewin.udfs.pool import pooled_batches
 from lewin.udfs.readers import ReaderOptions, detect_format, read_file
@@ -166,8 +167,7 @@ class IngestStage(Stage):
     per_source = True
 
     def __init__(self, source: str, paths: list[str], on_progress: Callable[[int, int], None] | None = None):
-        if source not in SOURCES:
-            raise ValueError(f"unknown source {source!r}; known: {list(SOURCES)}")
+        _sources.get(source)  # unknown source: ValueError naming the known ones
         self.source, self.paths, self.on_progress = source, paths, on_progress
         self.result: IngestResult | None = None
 
@@ -214,9 +214,9 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
         max_text_chars=ic.max_text_chars,
     )
     opts = ReaderOptions(source=source, max_record_bytes=ic.max_record_bytes)
-    tables = bronze.BRONZE_TABLES_BY_SOURCE[source]
-    for t in tables:
-        store.ensure(t, T.BRONZE_TABLES[t])
+    tables = _sources.bronze_tables(source)
+    for t, schema in tables.items():
+        store.ensure(t, schema)
     store.ensure("quarantine", T.QUARANTINE)
     kept_by_table: Counter = Counter()
     reasons: Counter = Counter()
@@ -257,7 +257,7 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
             if not good_by_table[t]:
                 continue
             before = store.count(t)
-            store.insert_new(t, _dedup(bronze.table_rows(staged, t)), ["record_id"], T.BRONZE_TABLES[t])
+            store.insert_new(t, _dedup(bronze.table_rows(staged, t)), ["record_id"], tables[t])
             inserted = store.count(t) - before
             kept_by_table[t] += inserted
             result.kept += inserted
@@ -293,5 +293,5 @@ def sources_under(data_dir: str) -> dict[str, list[str]]:
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder does not exist: {data_dir}")
-    return {s: [str(root / s)] for s in SOURCES if (root / s).is_dir()}
+    return {s: [str(root / s)] for s in _sources.names() if (root / s).is_dir()}
 

@@ -148,11 +148,11 @@ def _scrub(ctx: RunContext) -> ScrubResult:
 
 def _drop_upstream_text(store: TableStore, ids) -> None:
     """Retention: the original text leaves bronze and silver once its scrubbed copy exists."""
-    from lewin.jobs.curate import BRONZE_OF
+    from lewin.udfs import sources
 
-    for source, table in BRONZE_OF.items():
-        if store.exists(table):
-            _null_columns(store, table, ids.where(F.col("source") == source).select("record_id"),
+    for stream in sources.streams():  # the bronze tables silver records come from
+        if store.exists(stream.bronze_table):
+            _null_columns(store, stream.bronze_table, ids.where(F.col("source") == stream.source).select("record_id"),
                           {"text": "NULL", "title": "NULL"})
     _null_columns(store, "silver_records", ids.select("record_id"), {"text": "''", "title": "NULL"})
     if store.exists("silver_amazon_pool"):

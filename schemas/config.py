@@ -14,7 +14,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SOURCES = ("reddit", "twitter", "blogger", "amazon")
+
+def source_names() -> tuple[str, ...]:
+    """The registered sources (``lewin.udfs.sources``), read when needed: importing this module
+    does not import the registry (its source modules import this one)."""
+    from lewin.udfs import sources
+
+    return sources.names()
+
+
+def __getattr__(name: str) -> Any:
+    # ``SOURCES``: the registered source names as a tuple, for code written before the registry
+    if name == "SOURCES":
+        return source_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConfigError(ValueError):
@@ -88,9 +101,10 @@ class IngestConfig(_Strict):
     @field_validator("sources")
     @classmethod
     def _known_sources(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
-        unknown = sorted(set(v) - set(SOURCES))
+        known = source_names()
+        unknown = sorted(set(v) - set(known))
         if unknown:
-            raise ValueError(f"unknown source(s) {unknown}; known: {list(SOURCES)}")
+            raise ValueError(f"unknown source(s) {unknown}; known: {list(known)}")
         return v
 
 

@@ -243,6 +243,7 @@ SILVER_RECORDS = StructType(
         _f("age", IntegerType()),  # blogger
         _f("industry", StringType()),  # blogger
         _f("user_name", StringType()),  # twitter handle
+        _f("parent_id", StringType()),  # reddit comments: what they answer, "t3_<post>" or "t1_<comment>"
         _f("_bronze_run_id", StringType(), False),
         _f("_curate_run_id", StringType(), False),
     ]
@@ -284,9 +285,26 @@ KCORE_ROUNDS = StructType(
     ]
 )
 
+# The item catalogue (Amazon item metadata), one row per item: what later stages need of it.
+SILVER_ITEMS = StructType(
+    [
+        _f("item_id", StringType(), False),
+        _f("source", StringType(), False),
+        _f("title", StringType()),
+        _f("main_category", StringType()),
+        _f("categories", ArrayType(StringType())),
+        _f("store", StringType()),
+        _f("price", DoubleType()),
+        _f("category", StringType()),  # from the dump's file name
+        _f("_bronze_run_id", StringType(), False),
+        _f("_curate_run_id", StringType(), False),
+    ]
+)
+
 SILVER_TABLES: dict[str, StructType] = {
     "silver_records": SILVER_RECORDS,
     "silver_amazon_pool": AMAZON_POOL,
+    "silver_items": SILVER_ITEMS,
     "rejected": REJECTED,
     "curate_log": CURATE_LOG,
     "kcore_rounds": KCORE_ROUNDS,

@@ -37,7 +37,7 @@ def _executor(workers: int) -> ProcessPoolExecutor:
             # forkserver: children fork from a clean helper process, never from a process that
             # runs Sail's threads; the preload list keeps it from importing the caller's __main__.
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["pyarrow", "lewin.udfs.readers"])
+            ctx.set_forkserver_preload(["pyarrow", "lewin.udfs.readers", "lewin.udfs.sources"])
             pool = ProcessPoolExecutor(
                 max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
             )

@@ -185,8 +185,9 @@ def writing_imitation(users: DataFrame, gold_style: DataFrame, items: DataFrame 
 
 
 def personalized_commenting(scrubbed: DataFrame, comment_parents: DataFrame, history: int, max_chars: int) -> DataFrame:
-    """``comment_parents``: (record_id, parent_id) of Reddit comments (ids only, from bronze)."""
-    comments = scrubbed.where(F.col("record_id").startswith("reddit:t1_")).join(
+    """``comment_parents``: (record_id, parent_id) of the comments (silver carries ``parent_id``
+    for the ``reddit_comments`` stream only)."""
+    comments = scrubbed.join(
         comment_parents.select("record_id", F.concat(F.lit("reddit:"), "parent_id").alias("parent_rid")), "record_id")
     w = Window.partitionBy("source", "user_id").orderBy("event_ts", "record_id").rowsBetween(-history, -1)
     rec = F.struct(F.col("event_ts"), F.col("record_id"), F.lit(None).cast("string").alias("title"), F.col("text"))
