@@ -71,29 +71,16 @@ _BLOG_RAW = strings(
     "id", "author_id", "gender", "age", "topic", "job", "industry", "sign", "starsign", "date", "text",
 )
 # The Blog Authorship Corpus writes dates as "14,May,2004" — in the blogger's own language.
-_MONTHS = {
-    **{m: i for i, m in enumerate(
-        ["january", "february", "march", "april", "may", "june", "july", "august", "september",
-         "october", "november", "december"], 1)},
-    **{m: i for i, m in enumerate(
-        ["janvier", "fevrier", "mars", "avril", "mai", "juin", "juillet", "aout", "septembre",
-         "octobre", "novembre", "decembre"], 1)},
-    **{m: i for i, m in enumerate(
-        ["januar", "februar", "marz", "april", "mai", "juni", "juli", "august", "september",
-         "oktober", "november", "dezember"], 1)},
-    **{m: i for i, m in enumerate(
-        ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre",
-         "octubre", "noviembre", "diciembre"], 1)},
-    **{m: i for i, m in enumerate(
-        ["janeiro", "fevereiro", "marco", "abril", "maio", "junho", "julho", "agosto", "setembro",
-         "outubro", "novembro", "dezembro"], 1)},
-    **{m: i for i, m in enumerate(
-        ["gennaio", "febbraio", "marzo", "aprile", "maggio", "giugno", "luglio", "agosto", "settembre",
-         "ottobre", "novembre", "dicembre"], 1)},
-    **{m: i for i, m in enumerate(
-        ["januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september",
-         "oktober", "november", "december"], 1)},
-}
+_MONTH_NAMES = (
+    "january february march april may june july august september october november december",
+    "janvier fevrier mars avril mai juin juillet aout septembre octobre novembre decembre",
+    "januar februar marz april mai juni juli august september oktober november dezember",
+    "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre",
+    "janeiro fevereiro marco abril maio junho julho agosto setembro outubro novembro dezembro",
+    "gennaio febbraio marzo aprile maggio giugno luglio agosto settembre ottobre novembre dicembre",
+    "januari februari maart april mei juni juli augustus september oktober november december",
+)
+_MONTHS = {m: i for names in _MONTH_NAMES for i, m in enumerate(names.split(), 1)}
 
 
 def _blog_date(raw: Column) -> Column:
