@@ -31,14 +31,14 @@ def prompts(n: int) -> list[dict]:
 
 def run_raw(n: str, artifact: str) -> None:
     from lewin.schemas.config import load_config
-    from lewin.jobs.llm import engine_spec, stage_options
+    from lewin.jobs.llm import backend_spec, prompt_options
     from lewin.schemas.llm import output_schema
-    from lewin.udfs.llm_engines import Request, Sampling, get_engine
-    from lewin.udfs.llm_stage import render
+    from lewin.udfs.llm_backends import Request, Sampling, get_backend
+    from lewin.udfs.llm_prompts import render
 
     cfg = load_config(None, [f"llm.engine.threads_per_worker={cores()}"])
-    opts = stage_options(cfg)
-    eng = get_engine(engine_spec(cfg))
+    opts = prompt_options(cfg)
+    eng = get_backend(backend_spec(cfg))
     reqs = [Request(p["input_id"], render(artifact, json.loads(p["context"]), opts), output_schema(artifact))
             for p in prompts(int(n))]
     budget = cfg.llm.max_tokens[artifact]

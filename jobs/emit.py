@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from lewin.jobs import llm as llm_stage
+from lewin.jobs import llm as llm_job
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import shards as S
@@ -173,7 +173,7 @@ def build_mcq(ctx: RunContext, result: EmitResult) -> list[dict]:
                 rows.append((f"{q['sample_id']}#{k}", q["user_id"], q["source"],
                              json.dumps({"request": q["public_prompt"], "angle": writer, "task": q["task"]})))
         inputs = ctx.materialize("distractor_inputs", store.spark.createDataFrame(rows, _DISTRACTOR_INPUT))
-        sent, replies = llm_stage.generate(ctx, "distractor", inputs)
+        sent, replies = llm_job.generate(ctx, "distractor", inputs)
         result.distractor_calls = sent.sent
         done = replies.collect()
         for r in sorted(done, key=lambda r: r["input_id"]):

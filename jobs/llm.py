@@ -28,8 +28,8 @@ from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
 from lewin.schemas.llm import JUDGE_METRICS, PER_RECORD, PER_USER
 from lewin.udfs.ids import stable_id
-from lewin.udfs.llm_engines import EngineSpec, Sampling
-from lewin.udfs.llm_stage import LEDGER_FIELDS, StageOptions, prompt_for, run_batch
+from lewin.udfs.llm_backends import BackendSpec, Sampling
+from lewin.udfs.llm_prompts import LEDGER_FIELDS, PromptOptions, prompt_for, run_batch
 from lewin.udfs.pool import map_in_arrow_pooled
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -43,7 +43,7 @@ _LEDGER_OUT = StructType([
 
 
 @dataclass
-class StageResult:
+class ArtifactResult:
     artifact: str
     inputs: int = 0
     sent: int = 0
@@ -65,7 +65,7 @@ class StageResult:
 @dataclass
 class LlmResult:
     run_id: str
-    stages: list[StageResult] = field(default_factory=list)
+    stages: list[ArtifactResult] = field(default_factory=list)
     gold: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -73,9 +73,9 @@ class LlmResult:
         return sum(s.sent for s in self.stages)
 
 
-def engine_spec(cfg: LewinConfig) -> EngineSpec:
+def backend_spec(cfg: LewinConfig) -> BackendSpec:
     e = cfg.llm.engine
-    return EngineSpec(kind=e.kind, model=e.model, model_path=e.model_path, base_url=e.base_url,
+    return BackendSpec(kind=e.kind, model=e.model, model_path=e.model_path, base_url=e.base_url,
                       api_key_env=e.api_key_env, n_ctx=e.n_ctx, threads=e.threads_per_worker,
                       tensor_parallel_size=e.tensor_parallel_size, gpu_memory_utilization=e.gpu_memory_utilization,
                       enable_prefix_caching=e.enable_prefix_caching, max_model_len=e.max_model_len,
@@ -88,10 +88,10 @@ def _limits(cfg: LewinConfig) -> dict[str, int]:
             "profile_max_words": lc.profile_max_words}
 
 
-def stage_options(cfg: LewinConfig) -> StageOptions:
+def prompt_options(cfg: LewinConfig) -> PromptOptions:
     lc = cfg.llm
-    return StageOptions(
-        engine=engine_spec(cfg), sampling=Sampling(lc.sampling.temperature, lc.sampling.top_p, 0, lc.sampling.seed),
+    return PromptOptions(
+        engine=backend_spec(cfg), sampling=Sampling(lc.sampling.temperature, lc.sampling.top_p, 0, lc.sampling.seed),
         max_tokens=tuple(sorted(lc.max_tokens.items())), limits=tuple(sorted(_limits(cfg).items())),
         qa_per_record=lc.qa_per_record, record_max_chars=lc.record_max_chars,
         history_max_chars=lc.history_max_chars, max_attempts=lc.max_attempts,
@@ -158,18 +158,18 @@ def keyed_inputs(cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFram
     )
 
 
-def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> StageResult:
+def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> ArtifactResult:
     """Send every input the ledger does not hold as done; write replies chunk by chunk. Failed
     prompts are retried within the run (another seed each time) until they succeed or reach
     ``llm.max_attempts`` and become dead letters, so a rerun has nothing left to send.
     ``retry_dead`` gives dead letters (but not over-long prompts) a fresh set of attempts."""
     store, cfg, run_id = ctx.store, ctx.cfg, ctx.run_id
-    res = StageResult(artifact)
+    res = ArtifactResult(artifact)
     keyed = ctx.materialize("llm_keyed", keyed_inputs(cfg, artifact, inputs))
     res.inputs = keyed.count()
     task = ctx.progress.task(f"llm {artifact}", "prompts")
     store.ensure("llm_ledger", T.LLM_LEDGER)
-    opts = stage_options(cfg)
+    opts = prompt_options(cfg)
     fn = functools.partial(run_batch, opts=opts)
     for round_no in range(cfg.llm.max_attempts + 1):
         ledger = store.read("llm_ledger").where(F.col("artifact") == artifact).select(
@@ -211,7 +211,7 @@ def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: 
     return res
 
 
-def generate(ctx: RunContext, artifact: str, inputs: DataFrame) -> tuple[StageResult, DataFrame]:
+def generate(ctx: RunContext, artifact: str, inputs: DataFrame) -> tuple[ArtifactResult, DataFrame]:
     """The LLM stage's API for other stages: send ``inputs`` (``input_id, user_id, source,
     context``) for ``artifact`` through the ledger, return the result and the ok replies of these
     inputs (``input_id, output, model``)."""
@@ -248,7 +248,7 @@ def _replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema) ->
         store.delete_keys(table, stale, ["input_id"])
 
 
-def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> StageResult:
+def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> ArtifactResult:
     """Score synth_<artifact>; judged_<artifact> keeps all scores, gold_<artifact> the accepted."""
     store, cfg = ctx.store, ctx.cfg
     synth = store.read(f"synth_{artifact}", T.SYNTH)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lewin.schemas.llm import JUDGE_METRICS, output_schema, repair_truncated, validate_output
-from lewin.udfs.llm_engines import EngineSpec, Request, Response, Sampling, get_engine
+from lewin.udfs.llm_backends import BackendSpec, Request, Response, Sampling, get_backend
 
 PROMPTS = Path(__file__).parent / "prompts"
 
@@ -82,8 +82,8 @@ def fit_history(records: list[dict], record_max_chars: int, history_max_chars: i
 
 
 @dataclass(frozen=True)
-class StageOptions:
-    engine: EngineSpec
+class PromptOptions:
+    engine: BackendSpec
     sampling: Sampling
     max_tokens: tuple[tuple[str, int], ...]
     limits: tuple[tuple[str, int], ...]
@@ -94,7 +94,7 @@ class StageOptions:
     batch_size: int = 8
 
 
-def render(artifact: str, context: dict, opts: StageOptions) -> tuple[dict, ...]:
+def render(artifact: str, context: dict, opts: PromptOptions) -> tuple[dict, ...]:
     p = prompt_for(artifact)
     ctx = dict(context)
     if "records" in ctx:
@@ -139,10 +139,10 @@ def _generate_isolated(engine, requests: list[Request], sampling: Sampling) -> l
         return [r for req in requests for r in _generate_isolated(engine, [req], sampling)]
 
 
-def run_batch(batch: pa.RecordBatch, opts: StageOptions):
+def run_batch(batch: pa.RecordBatch, opts: PromptOptions):
     """Input rows (ledger_key, artifact, input_id, user_id, source, prompt_version, model,
     params_hash, prev_attempts, context) -> ledger rows. Failures are rows, not exceptions."""
-    engine = get_engine(opts.engine)
+    engine = get_backend(opts.engine)
     rows = batch.to_pylist()
     limits = dict(opts.limits)
     max_tokens = dict(opts.max_tokens)

@@ -9,7 +9,7 @@ with ``error`` set; it never fails its neighbours or the batch.
 * ``vllm`` — offline batch inference on GPU: ``LLM.chat`` with the model's chat template,
   JSON-schema structured outputs, prefix caching, tensor parallelism.
 
-Engines are created once per process (``get_engine``) and reused by every batch.
+Backends are created once per process (``get_backend``) and reused by every batch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
-class EngineSpec:
+class BackendSpec:
     kind: str
     model: str
     model_path: str | None = None
@@ -70,7 +70,7 @@ class Response:
     extra: dict = field(default_factory=dict)
 
 
-class Engine(Protocol):
+class LlmBackend(Protocol):
     name: str
     model: str
     context_tokens: int
@@ -92,10 +92,10 @@ def default_gguf() -> str:
     return path
 
 
-class LlamaCppEngine:
+class LlamaCppBackend:
     name = "llamacpp"
 
-    def __init__(self, spec: EngineSpec):
+    def __init__(self, spec: BackendSpec):
         from llama_cpp import Llama
 
         self.model = spec.model
@@ -130,12 +130,12 @@ class LlamaCppEngine:
         return out
 
 
-class OpenAIEngine:
+class OpenAIBackend:
     """Chat completions over HTTP with ``response_format: json_schema``."""
 
     name = "openai"
 
-    def __init__(self, spec: EngineSpec):
+    def __init__(self, spec: BackendSpec):
         import httpx
 
         if not spec.base_url:
@@ -208,12 +208,12 @@ class OpenAIEngine:
             return list(pool.map(lambda r: self._one(r, sampling), requests))
 
 
-class VllmEngine:
+class VllmBackend:
     """vLLM offline batch inference (GPU). One engine per executor process."""
 
     name = "vllm"
 
-    def __init__(self, spec: EngineSpec):
+    def __init__(self, spec: BackendSpec):
         # CUDA cannot be re-initialised in a forked child: vLLM's own workers must spawn.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         from vllm import LLM
@@ -238,7 +238,7 @@ class VllmEngine:
     def sampling_params(sampling: Sampling, schema: dict | None):
         from vllm import SamplingParams
 
-        kwargs = VllmEngine.sampling_kwargs(sampling)
+        kwargs = VllmBackend.sampling_kwargs(sampling)
         if schema is not None:
             try:  # vLLM >= 0.10.2
                 from vllm.sampling_params import StructuredOutputsParams
@@ -275,18 +275,18 @@ _ENGINES: dict = {}
 _LOCK = threading.Lock()
 
 
-def get_engine(spec: EngineSpec) -> Engine:
+def get_backend(spec: BackendSpec) -> LlmBackend:
     """The process-wide engine for ``spec`` (loaded on first use, then reused)."""
     with _LOCK:
         if spec not in _ENGINES:
-            cls = {"llamacpp": LlamaCppEngine, "openai": OpenAIEngine, "vllm": VllmEngine}.get(spec.kind)
+            cls = {"llamacpp": LlamaCppBackend, "openai": OpenAIBackend, "vllm": VllmBackend}.get(spec.kind)
             if cls is None:
                 raise ValueError(f"llm.engine.kind: unknown engine {spec.kind!r}")
             _ENGINES[spec] = cls(spec)
         return _ENGINES[spec]
 
 
-def register_engine(spec: EngineSpec, engine: Engine) -> None:
+def register_backend(spec: BackendSpec, engine: LlmBackend) -> None:
     """Install an engine object for ``spec`` (tests use this for scripted engines)."""
     with _LOCK:
         _ENGINES[spec] = engine
