@@ -162,7 +162,7 @@ def _dedup(rows: DataFrame) -> DataFrame:
 class IngestStage(Stage):
     name = "ingest"
     summary = "raw dump files of one source -> bronze tables; bad records -> quarantine"
-    reads = ("ingest_log", "bronze_*")
+    reads = ("ingest_log", "bronze_*", "quarantine")  # insert_new reads the table it merges into
     writes = ("bronze_*", "quarantine", "ingest_log")
     per_source = True
 

@@ -292,7 +292,7 @@ def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = 
 class LlmStage(Stage):
     name = "llm"
     summary = "quality labels, synthesis, judging -> synth_*, judged_*, gold_* (resumable ledger)"
-    reads = ("silver_records_scrubbed", "users", "llm_ledger", "synth_*", "judged_*")
+    reads = ("silver_records_scrubbed", "users", "llm_ledger", "synth_*", "judged_*", "gold_*")
     writes = ("llm_ledger", "synth_*", "judged_*", "gold_*")
     depends_on = ("users",)
 
