@@ -230,3 +230,39 @@ def test_reddit_comments_are_curated_under_their_own_rules(store, cfg, tmp_path)
                                   "reddit_deleted_v1": 1, "reddit_bot_v1": 1}
     silver = store.read("silver_records").collect()
     assert [(x["record_id"], x["source"], x["subreddit"]) for x in silver] == [("reddit:t1_ok", "reddit", "bikes")]
+
+
+REPETITIVE = "\n".join(["I walked my dog to the park this morning and we played fetch for an hour."] * 8)
+
+
+@pytest.mark.transforms
+@pytest.mark.parametrize("drop_on", [["gopher_repetition"], []], ids=["dropped", "kept"])
+def test_a_quality_flag_in_drop_on_rejects_and_only_then(store, cfg, tmp_path, drop_on):
+    """A first-person English post long enough for every blogger rule, whose lines repeat (datatrove's
+    Gopher repetition filter fails it): rejected at stage "quality" when the flag is in drop_on,
+    kept (with the flag) when drop_on is empty. A clean post is kept either way."""
+    from lewin.udfs.quality import quality_flags
+
+    clean = json.loads((CURATE / "blogger" / "posts.jsonl").read_text().splitlines()[0])
+    assert not any(f.startswith("gopher_repetition") for f in quality_flags([clean["text"]])[0])
+    d = tmp_path / "blogger"
+    d.mkdir()
+    rows = [clean, dict(clean, id=7, author_id=12, date="2004-06-01", text=REPETITIVE)]
+    (d / "posts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg.curate.quality.drop_on = drop_on
+    ingest(store, cfg, "blogger", [str(d)])
+    r = curate(store, cfg, "blogger")
+    assert r.reconciles and r.records_in == 2
+    silver = {x["record_id"]: x for x in store.read("silver_records").collect()}
+    rejected = {x["record_id"]: x for x in store.read("rejected").collect()}
+    assert "blogger:1" in silver and "blogger:1" not in rejected
+    if drop_on:
+        assert "blogger:7" not in silver
+        bad = rejected["blogger:7"]
+        assert (bad["stage"], bad["rule"]) == ("quality", "quality_gopher_repetition_v1")
+        assert bad["detail"].startswith("gopher_repetition:")
+        assert (r.kept, r.rejected, r.rejected_by_rule) == (1, 1, {"quality_gopher_repetition_v1": 1})
+    else:
+        assert "blogger:7" not in rejected
+        assert any(f.startswith("gopher_repetition:") for f in silver["blogger:7"]["quality_flags"])
+        assert (r.kept, r.rejected, r.rejected_by_rule) == (2, 0, {})

@@ -12,12 +12,12 @@ from pyspark.sql import functions as F
 
 from lewin.jobs.emit import cell_caps, emit
 from lewin.jobs.engine import Engine
-from lewin.jobs.llm import engine_spec
+from lewin.jobs.llm import backend_spec
 from lewin.jobs.tables import TableStore
 from lewin.schemas import shards as S
 from lewin.schemas import tables as T
 from lewin.udfs import mcq
-from lewin.udfs.llm_engines import Response, register_engine
+from lewin.udfs.llm_backends import Response, register_backend
 
 from .conftest import ENGINE
 
@@ -84,7 +84,7 @@ def seed_fixture(store: TableStore, spark) -> None:
                        ("gold_social_qa", qa), ("gold_writing_style", style)]:
         store.overwrite(name, spark.createDataFrame(rows, T.JUDGED))
     # comments: each commenter answers three posts written by the reddit writers (in silver)
-    scrubbed, parents = [], []
+    scrubbed = []
     for i in range(N_WRITERS):
         scrubbed.append(_row(T.SILVER_RECORDS_SCRUBBED, record_id=f"reddit:t3_p{i}", source="reddit", user_id=f"w{i:02d}",
                              event_ts=T0, title=f"Post title {i}", text=f"A post about boats number {i}.",
@@ -92,17 +92,15 @@ def seed_fixture(store: TableStore, spark) -> None:
     for c, user in enumerate(COMMENTERS):
         for k in range(3):
             rid = f"reddit:t1_{user}{k}"
+            # silver carries which post a comment answers (parent_id); emit reads no bronze table
             scrubbed.append(_row(T.SILVER_RECORDS_SCRUBBED, record_id=rid, source="reddit", user_id=user,
                                  event_ts=T0 + timedelta(hours=k), text=f"Comment {k} by {user}: lovely boats!",
+                                 parent_id=f"t3_p{(c * 3 + k) % N_WRITERS}",
                                  text_hash=rid, scrub_version="s", _scrub_run_id="r", _bronze_run_id="b", _curate_run_id="c"))
-            parents.append(_row(T.BRONZE_REDDIT_COMMENTS, record_id=rid, source="reddit", user_id=user, event_ts=T0,
-                                parent_id=f"t3_p{(c * 3 + k) % N_WRITERS}", _file="f", _line=1, _run_id="b",
-                                _ingested_at=T0))
     store.overwrite("silver_records_scrubbed", spark.createDataFrame(scrubbed, T.SILVER_RECORDS_SCRUBBED))
-    store.overwrite("bronze_reddit_comments", spark.createDataFrame(parents, T.BRONZE_REDDIT_COMMENTS))
-    items = [_row(T.BRONZE_AMAZON_ITEMS, record_id=f"amazon_item:{i}", source="amazon", item_id=i, title=f"Product {i}")
-             for i in CATALOGUE]
-    store.overwrite("bronze_amazon_items", spark.createDataFrame(items, T.BRONZE_AMAZON_ITEMS))
+    items = [_row(T.SILVER_ITEMS, item_id=i, source="amazon", title=f"Product {i}", _bronze_run_id="b",
+                  _curate_run_id="c") for i in CATALOGUE]
+    store.overwrite("silver_items", spark.createDataFrame(items, T.SILVER_ITEMS))
 
 
 class _DistractorDouble:
@@ -135,8 +133,13 @@ class _DistractorDouble:
         return out
 
 
-@pytest.fixture
-def emitted(tmp_path, engine, cfg):
+def _emit_fixture(tmp, engine):
+    """The seeded tables and one emit over them, in a store and database of their own."""
+    import uuid
+
+    from lewin.schemas.config import LewinConfig, StorageConfig
+
+    cfg = LewinConfig(storage=StorageConfig(root=tmp / "tables", database=f"t_{uuid.uuid4().hex[:10]}"))
     inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the double is visible
     store = TableStore(inline, cfg.storage)
     seed_fixture(store, engine.spark)
@@ -146,11 +149,23 @@ def emitted(tmp_path, engine, cfg):
     cfg.emit.seed = 7
     cfg.emit.max_per_task = 10_000
     cfg.emit.mcq_max_per_task = 4
-    cfg.emit.out_dir = tmp_path / "shards"
+    cfg.emit.out_dir = tmp / "shards"
     double = _DistractorDouble()
-    register_engine(engine_spec(cfg), double)
+    register_backend(backend_spec(cfg), double)
     result = emit(store, cfg)
     return store, cfg, result, double
+
+
+@pytest.fixture(scope="module")
+def emitted(tmp_path_factory, engine):
+    """Built once for the module: the tests that use it only read its tables and files."""
+    return _emit_fixture(tmp_path_factory.mktemp("emitted"), engine)
+
+
+@pytest.fixture
+def emitted_private(tmp_path, engine):
+    """For a test that writes (reruns emit, changes the seed)."""
+    return _emit_fixture(tmp_path, engine)
 
 
 def _files(root):
@@ -213,8 +228,8 @@ def test_split_is_by_user_and_files_are_loadable(emitted):
     assert train[0]["messages"][0]["role"] == "system" and train[0]["messages"][-1]["role"] == "assistant"
 
 
-def test_same_input_and_seed_give_byte_identical_files_and_a_rerun_changes_no_table(emitted, tmp_path):
-    store, cfg, r, double = emitted
+def test_same_input_and_seed_give_byte_identical_files_and_a_rerun_changes_no_table(emitted_private):
+    store, cfg, r, double = emitted_private
     first = _files(r.out_dir)
     versions = {t: store.version(t) for t in ("shard_samples", "mcq_items")}
     calls = double.calls

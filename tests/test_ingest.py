@@ -141,6 +141,31 @@ def test_killed_at_a_failpoint_then_rerun_ends_exactly_once(tmp_path, sample_cop
         assert store.read(t).groupBy("record_id").count().where("count > 1").count() == 0
 
 
+def _commits(root: Path) -> set[Path]:
+    """Every Delta commit file under ``root`` (a table folder's ``_delta_log/*.json``)."""
+    return set(root.glob("*/_delta_log/*.json")) if root.is_dir() else set()
+
+
+def _kill_after_commits(cmd: list[str], root: Path, n: int, timeout: float = 600) -> int:
+    """Start ``cmd``, wait until it has committed ``n`` new table versions under ``root`` (evidence
+    that it is writing, not still starting up), then SIGKILL it; returns the commits it made."""
+    before = _commits(root)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while len(_commits(root) - before) < n:
+            assert proc.poll() is None, f"the run ended (rc={proc.returncode}) before {n} commits"
+            assert time.monotonic() < deadline, f"no {n} commits within {timeout}s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return len(_commits(root) - before)
+
+
 @pytest.mark.skipif(ENGINE != "embedded", reason="crash recovery relies on Delta's atomic commits")
 @pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_rerun_matches_a_clean_run(tmp_path, sample_copy, engine):
@@ -151,14 +176,12 @@ def test_sigkill_at_a_random_moment_then_rerun_matches_a_clean_run(tmp_path, sam
     clean = TableStore(engine, StorageConfig(root=clean_root, database="t_clean"))
     expected = _counts(clean)
     assert expected == SAMPLE_KEPT | {"quarantine": 1}
-    for delay in (1.5, 3.0):
-        env = dict(os.environ)
-        cmd = [sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={crash_root}", "--set",
-               "ingest.batch_max_files=1", "--set", "llm.enabled=false", "run", "--data", str(sample_copy)]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+    cmd = [sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={crash_root}", "--set",
+           "ingest.batch_max_files=1", "--set", "llm.enabled=false", "run", "--data", str(sample_copy)]
+    # killed twice mid-write: after the first commit of the first run, then a few commits into the
+    # second (which starts over the first one's partial state)
+    for n in (1, 3):
+        assert _kill_after_commits(cmd, crash_root, n) >= n
     final = _cli(["run", "--data", str(sample_copy)], crash_root)
     assert final.returncode == 0, final.stderr[-3000:]
     crashed = TableStore(engine, StorageConfig(root=crash_root, database="t_crash"))

@@ -21,8 +21,8 @@ from lewin.jobs.users import build_users
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig, StorageConfig
 from lewin.schemas.llm import output_schema, repair_truncated, validate_output
-from lewin.udfs import llm_stage
-from lewin.udfs.llm_engines import EngineSpec, OpenAIEngine, Request, Response, Sampling, default_gguf
+from lewin.udfs import llm_prompts
+from lewin.udfs.llm_backends import BackendSpec, OpenAIBackend, Request, Response, Sampling, default_gguf
 
 from .conftest import ENGINE
 from .fake_openai import FakeOpenAI
@@ -42,13 +42,13 @@ TEXTS = {
 
 # --- pure parts ------------------------------------------------------------------------------------
 def test_prompts_are_versioned_files_and_history_is_truncated_oldest_first():
-    p = llm_stage.load_prompt("persona")
+    p = llm_prompts.load_prompt("persona")
     assert p.version.startswith("persona.v1-") and "[system]" not in p.system
     records = [{"date": f"2020-01-0{i}", "text": "x" * 400} for i in range(1, 6)]
-    kept = llm_stage.fit_history(records, record_max_chars=300, history_max_chars=1000)
+    kept = llm_prompts.fit_history(records, record_max_chars=300, history_max_chars=1000)
     assert [r["date"] for r in kept] == ["2020-01-03", "2020-01-04", "2020-01-05"]
     assert all(len(r["text"]) == 300 for r in kept)
-    assert len(llm_stage.fit_history(records[:1], 5000, 10)) == 1, "the latest post always stays"
+    assert len(llm_prompts.fit_history(records[:1], 5000, 10)) == 1, "the latest post always stays"
 
 
 def test_validate_output_cases():
@@ -68,7 +68,7 @@ def test_validate_output_cases():
 
 
 def test_openai_request_building_and_response_parsing():
-    eng = OpenAIEngine(EngineSpec(kind="openai", model="m", base_url="http://127.0.0.1:1/v1"))
+    eng = OpenAIBackend(BackendSpec(kind="openai", model="m", base_url="http://127.0.0.1:1/v1"))
     req = Request("k", ({"role": "system", "content": "s"}, {"role": "user", "content": "u"}), {"type": "object"})
     body = eng.build_body(req, Sampling(0.7, 0.9, 64, 3))
     assert body["model"] == "m" and body["max_tokens"] == 64 and body["seed"] == 3
@@ -83,21 +83,21 @@ def test_vllm_request_building_and_response_parsing():
     """Without vLLM installed: the sampling arguments and the RequestOutput parsing."""
     from types import SimpleNamespace
 
-    from lewin.udfs.llm_engines import VllmEngine
+    from lewin.udfs.llm_backends import VllmBackend
 
-    assert VllmEngine.sampling_kwargs(Sampling(0.7, 0.9, 64, 1)) == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 64,
+    assert VllmBackend.sampling_kwargs(Sampling(0.7, 0.9, 64, 1)) == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 64,
                                                                      "seed": 1}
     out = SimpleNamespace(prompt_token_ids=[1, 2, 3], outputs=[SimpleNamespace(text='{"persona": "x"}', token_ids=[7, 8],
                                                                                finish_reason="stop")])
-    r = VllmEngine.parse("k", out, 5)
+    r = VllmBackend.parse("k", out, 5)
     assert (r.key, r.text, r.tokens_in, r.tokens_out, r.extra["finish_reason"]) == ("k", '{"persona": "x"}', 3, 2, "stop")
 
 
 def test_vllm_sampling_params_building():
     pytest.importorskip("vllm", reason="vllm is not installed (GPU extra)")
-    from lewin.udfs.llm_engines import VllmEngine
+    from lewin.udfs.llm_backends import VllmBackend
 
-    sp = VllmEngine.sampling_params(Sampling(0.7, 0.9, 64, 1), {"type": "object"})
+    sp = VllmBackend.sampling_params(Sampling(0.7, 0.9, 64, 1), {"type": "object"})
     assert sp.max_tokens == 64 and sp.seed == 1
 
 
@@ -107,10 +107,10 @@ def test_vllm_engine_on_a_gpu():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     pytest.importorskip("vllm")
-    from lewin.udfs.llm_engines import get_engine
+    from lewin.udfs.llm_backends import get_backend
 
     model = os.environ.get("LEWIN_VLLM_TEST_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
-    eng = get_engine(EngineSpec(kind="vllm", model=model, max_model_len=2048, gpu_memory_utilization=0.5))
+    eng = get_backend(BackendSpec(kind="vllm", model=model, max_model_len=2048, gpu_memory_utilization=0.5))
     out = eng.generate([Request("a", ({"role": "user", "content": "Describe a baker."},), output_schema("persona"))],
                        Sampling(max_tokens=96))
     assert out[0].error is None and "persona" in json.loads(out[0].text)
@@ -204,7 +204,7 @@ class _Scripted:
 
 
 def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
-    from lewin.udfs.llm_engines import register_engine
+    from lewin.udfs.llm_backends import register_backend
 
     cfg = _cfg(tmp_path, "http://unused")
     cfg.llm.engine.kind = "llamacpp"  # the spec key the double is registered under
@@ -214,10 +214,10 @@ def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
     store = TableStore(inline, cfg.storage)
     _seed_tables(store, engine.spark, cfg, {"r_ok": "A short fine post.", "r_boom": "EXPLODE please",
                                             "r_long": "word " * 2000})
-    from lewin.jobs.llm import engine_spec
+    from lewin.jobs.llm import backend_spec
 
     double = _Scripted()
-    register_engine(engine_spec(cfg), double)
+    register_backend(backend_spec(cfg), double)
     cfg.llm.chunk_size = 10
     run_llm(store, cfg)
     q = _ledger(store)
@@ -236,15 +236,15 @@ def test_prompt_version_change_reruns_only_that_artifact(tmp_path, engine, monke
         # a new version of the persona template, in a copy of the prompt folder
         prompts = tmp_path / "prompts"
         prompts.mkdir()
-        for f in llm_stage.PROMPTS.glob("*.j2"):
+        for f in llm_prompts.PROMPTS.glob("*.j2"):
             (prompts / f.name).write_text(f.read_text())
         (prompts / "persona.v2.j2").write_text((prompts / "persona.v1.j2").read_text().replace("fewer than 100", "under 80"))
-        monkeypatch.setattr(llm_stage, "PROMPTS", prompts)
-        llm_stage.load_prompt.cache_clear()
+        monkeypatch.setattr(llm_prompts, "PROMPTS", prompts)
+        llm_prompts.load_prompt.cache_clear()
         try:
             r = run_llm(store, cfg)
         finally:
-            llm_stage.load_prompt.cache_clear()
+            llm_prompts.load_prompt.cache_clear()
         sent = {s.artifact: s.sent for s in r.stages}
         assert sent == {"quality": 0, "persona": 2, "judge_persona": 2, "profile": 0, "judge_profile": 0, "stories": 0,
                         "judge_stories": 0, "writing_style": 0, "judge_writing_style": 0, "scenario": 0,
@@ -308,7 +308,7 @@ def test_openai_engine_against_llama_cpp_server(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("llama.cpp server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
-        eng = OpenAIEngine(EngineSpec(kind="openai", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1",
+        eng = OpenAIBackend(BackendSpec(kind="openai", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1",
                                       timeout_s=120, max_retries=1, max_concurrency=2))
         msgs = ({"role": "system", "content": "You label social media posts. Reply with JSON only."},
                 {"role": "user", "content": "Post: I baked bread with my grandmother.\nIs it harmful? How personal is it? Why?"})
@@ -323,3 +323,82 @@ def test_openai_engine_against_llama_cpp_server(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+# verdicts by marker in the judged record: (overall, every other metric, one other metric's override)
+VERDICTS = {
+    "V_PASS": (9, 8, None),  # just above both thresholds (> 8, > 7): gold
+    "V_TOP": (10, 10, None),  # gold
+    "V_EDGE": (8, 10, None),  # overall == judge_overall_gt: "> 8" is strict, not gold
+    "V_LOW": (3, 10, None),  # overall below: not gold
+    "V_OTHER_EDGE": (10, 10, 7),  # one other metric == judge_others_gt: not gold
+    "V_OTHER_LOW": (10, 10, 2),  # one other metric below: not gold
+}
+
+
+class _ScriptedJudge:
+    """Well-formed replies for every artifact; judge verdicts scripted by a marker in the source text."""
+
+    name = "scripted"
+    model = "scripted-judge"
+    context_tokens = 4096
+
+    def __init__(self):
+        self.judged = []
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"]) for m in messages) // 4
+
+    def generate(self, requests, sampling):
+        from .fake_openai import reply_for
+
+        out = []
+        for r in requests:
+            props = [m for m in (r.schema or {}).get("properties", {}) if m != "reasons"]
+            if "overall" not in props:
+                out.append(Response(r.key, json.dumps(reply_for(r.schema)), 10, 10, 1))
+                continue
+            text = "\n".join(m["content"] for m in r.messages)
+            marker = next(m for m in VERDICTS if f"{m} " in text)
+            overall, others, override = VERDICTS[marker]
+            scores = {m: others for m in props}
+            scores["overall"] = overall
+            if override is not None:
+                scores[min(m for m in props if m != "overall")] = override
+            self.judged.append(marker)
+            out.append(Response(r.key, json.dumps({**scores, "reasons": marker}), 10, 10, 1))
+        return out
+
+
+def test_gold_gate_accepts_only_scores_strictly_above_both_thresholds(tmp_path, engine):
+    """judged_<artifact> holds every verdict with its score; gold_<artifact> only the ones whose
+    overall > judge_overall_gt and every other score > judge_others_gt (the boundaries rejected)."""
+    from lewin.jobs.llm import backend_spec
+    from lewin.udfs.llm_backends import register_backend
+
+    cfg = _cfg(tmp_path, "http://unused")
+    cfg.llm.engine.kind = "llamacpp"  # the spec key the double is registered under
+    cfg.llm.engine.model = "scripted-judge"
+    cfg.llm.artifacts = ["scenario"]  # per record: one verdict per marker
+    cfg.llm.judge_overall_gt, cfg.llm.judge_others_gt = 8, 7
+    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the double is visible
+    store = TableStore(inline, cfg.storage)
+    texts = {f"r_{m.lower()}": f"{m} I walked to the harbour and watched the boats come in." for m in VERDICTS}
+    _seed_tables(store, engine.spark, cfg, texts)
+    double = _ScriptedJudge()
+    register_backend(backend_spec(cfg), double)
+    r = run_llm(store, cfg)
+    assert sorted(double.judged) == sorted(VERDICTS), "every record was judged once"
+    judged = {x["input_id"]: x for x in store.read("judged_scenario").collect()}
+    assert set(judged) == set(texts)
+    want_gold = {f"r_{m.lower()}" for m in ("V_PASS", "V_TOP")}
+    for rid, row in judged.items():
+        marker = rid[2:].upper()
+        overall, _, _ = VERDICTS[marker]
+        assert row["reasons"] == marker and row["overall"] == overall == row["scores"]["overall"], rid
+        assert row["accepted"] is (rid in want_gold), (rid, row["scores"])
+    gold = {x["input_id"] for x in store.read("gold_scenario").collect()}
+    assert gold == want_gold
+    assert r.gold == {"scenario": 2}
+    funnel = {x["source"]: x for x in store.read("runs").where(F.col("run_id") == r.run_id).collect()}
+    assert json.loads(funnel["judge_scenario"]["detail"])["gold"] == 2

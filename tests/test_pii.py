@@ -121,17 +121,57 @@ def test_evaluation_set_labels_and_recall(scrubber):
     assert res["PERSON"]["recall"] >= 0.7
 
 
-def _run_pipeline(store, cfg, data: Path):
+def _fresh_store(engine, root: Path):
+    import uuid
+
+    from lewin.jobs.tables import TableStore
+    from lewin.schemas.config import LewinConfig, StorageConfig
+
+    cfg = LewinConfig(storage=StorageConfig(root=root, database=f"t_{uuid.uuid4().hex[:10]}"))
+    cfg.pii.salt = SALT.decode()
+    return TableStore(engine, cfg.storage), cfg
+
+
+@pytest.fixture(scope="module")
+def curated_root(tmp_path_factory, engine) -> Path:
+    """The bundled sample ingested and curated once for the module; never written afterwards (tests
+    scrub a copy of it)."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("pii_curated")
+    data = base / "sample"
+    shutil.copytree(bundled_sample(), data, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    store, cfg = _fresh_store(engine, base / "tables")
     for s in ("reddit", "twitter", "blogger", "amazon"):
         ingest(store, cfg, s, [str(data / s)])
         curate(store, cfg, s)
-    return scrub(store, cfg)
+    return cfg.storage.root
+
+
+def _copy_of_curated(engine, curated_root: Path, dst: Path):
+    """A private copy of the curated tables (path-based Delta tables copy as folders)."""
+    import shutil
+
+    shutil.copytree(curated_root, dst / "tables")
+    return _fresh_store(engine, dst / "tables")
+
+
+@pytest.fixture(scope="module")
+def scrubbed(tmp_path_factory, engine, curated_root):
+    """One scrub of the curated sample, shared by the tests that only read it."""
+    store, cfg = _copy_of_curated(engine, curated_root, tmp_path_factory.mktemp("pii_scrubbed"))
+    return store, cfg, scrub(store, cfg)
+
+
+@pytest.fixture
+def private(tmp_path, engine, curated_root):
+    """A copy of the curated sample of the test's own, not yet scrubbed (for tests that write)."""
+    return _copy_of_curated(engine, curated_root, tmp_path)
 
 
 @pytest.mark.transforms
-def test_same_value_same_user_same_surrogate_other_user_other(store, cfg, sample_copy):
-    cfg.pii.salt = SALT.decode()
-    r = _run_pipeline(store, cfg, sample_copy)
+def test_same_value_same_user_same_surrogate_other_user_other(scrubbed):
+    store, _, r = scrubbed
     assert r.reconciles and r.records_in == store.count("silver_records")
     rows = store.read("silver_records_scrubbed").where(F.col("source") == "reddit").collect()
 
@@ -149,9 +189,10 @@ def test_same_value_same_user_same_surrogate_other_user_other(store, cfg, sample
 
 
 @pytest.mark.transforms
-def test_scrub_is_incremental_and_follows_silver(store, cfg, sample_copy):
-    cfg.pii.salt = SALT.decode()
-    first = _run_pipeline(store, cfg, sample_copy)
+def test_scrub_is_incremental_and_follows_silver(private):
+    store, cfg = private
+    first = scrub(store, cfg)
+    assert first.records_in == store.count("silver_records") > 0
     versions = store.version("silver_records_scrubbed")
     again = scrub(store, cfg)
     assert again.records_in == 0 and again.removed == 0
@@ -169,10 +210,10 @@ def test_scrub_is_incremental_and_follows_silver(store, cfg, sample_copy):
 
 
 @pytest.mark.transforms
-def test_retention_drops_upstream_originals(store, cfg, sample_copy):
-    cfg.pii.salt = SALT.decode()
+def test_retention_drops_upstream_originals(private):
+    store, cfg = private
     cfg.pii.retention = "drop_upstream_text"
-    _run_pipeline(store, cfg, sample_copy)
+    scrub(store, cfg)
     scrubbed_ids = store.read("silver_records_scrubbed").select("record_id")
     for table in ("bronze_reddit", "bronze_twitter", "bronze_blogger", "bronze_amazon"):
         rows = store.read(table).join(scrubbed_ids, "record_id", "left_semi")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from lewin.udfs.ids import stable_id
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
@@ -82,7 +83,7 @@ def is_nested(col: Column) -> Column:
 
 
 def hash_id(*cols: Column) -> Column:
-    return F.substring(F.sha2(F.concat_ws("\u001f", *[F.coalesce(c.cast("string"), F.lit("")) for c in cols]), 256), 1, 32)
+    return stable_id(*cols, chars=32, nulls_as_empty=True)
 
 
 def wrong_type(raw: Column, parsed: Column) -> Column:
