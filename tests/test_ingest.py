@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from lewin.jobs.ingest import ingest
-from lewin.schemas.config import LewinConfig, StorageConfig
+from lewin.schemas.config import StorageConfig
 
 from .conftest import ENGINE, FIXTURES
 
