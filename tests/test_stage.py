@@ -63,6 +63,13 @@ def _rows(tables, stage: str) -> dict[str, dict]:
     return by_source
 
 
+def _single_row(tables, stage: str) -> tuple[dict, dict]:
+    """The one row (source "all") of a stage that is not per source, and its checked detail."""
+    rows = _rows(tables, stage)
+    assert set(rows) == {"all"}
+    return rows["all"], _common(rows["all"], stage)
+
+
 def _common(row: dict, stage: str) -> dict:
     """What every runs row satisfies; returns its parsed detail."""
     assert row["stage"] == stage and row["run_id"].startswith(f"{stage}-")
@@ -167,10 +174,7 @@ def test_runs_rows_of_curate_per_stream(tables):
 
 
 def test_runs_row_of_scrub(tables):
-    rows = _rows(tables, "scrub")
-    assert set(rows) == {"all"}
-    row = rows["all"]
-    detail = _common(row, "scrub")
+    row, detail = _single_row(tables, "scrub")
     scrubbed = tables("silver_records_scrubbed")
     assert row["records_in"] == row["kept"] == len(scrubbed) == len(tables("silver_records")) > 0
     assert row["rejected"] == 0 and detail["removed_downstream"] == 0
@@ -180,10 +184,7 @@ def test_runs_row_of_scrub(tables):
 
 
 def test_runs_row_of_users(tables):
-    rows = _rows(tables, "users")
-    assert set(rows) == {"all"}
-    row = rows["all"]
-    detail = _common(row, "users")
+    row, detail = _single_row(tables, "users")
     users = tables("users")
     timelines = {(x["source"], x["user_id"]) for x in tables("silver_records_scrubbed")}
     assert row["kept"] == len(users) == len(timelines) == detail["users_changed"] == detail["users_total"] > 0
@@ -223,10 +224,7 @@ def test_runs_rows_of_llm_per_artifact(tables):
 
 
 def test_runs_row_of_emit(tables):
-    rows = _rows(tables, "emit")
-    assert set(rows) == {"all"}
-    row = rows["all"]
-    detail = _common(row, "emit")
+    row, detail = _single_row(tables, "emit")
     samples = tables("shard_samples")
     assert row["kept"] == len(samples) > 0
     assert row["rejected"] == row["records_in"] - row["kept"]
