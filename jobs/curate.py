@@ -1,7 +1,7 @@
 """Job: curate bronze rows into ``silver_records``.
 
 new bronze rows (by ingest run) -> clean -> rule tags -> drop by config -> language ID and quality
-tags (one pooled Python pass) -> exact dedup (earliest wins, also against silver) -> silver;
+scores (one pooled Python pass), quality flags from the scores -> exact dedup (earliest wins, also against silver) -> silver;
 a stream with a k-core pool (Amazon: ``silver_amazon_pool``) reaches silver only inside the
 iterated k-core, which is recomputed over the whole pool whenever new rows arrive (rows that fall
 out move to ``rejected``, rows that come back are restored).
@@ -23,13 +23,14 @@ from datetime import datetime
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
 from lewin.udfs import kcore as kcore_lib
+from lewin.udfs import quality
 from lewin.udfs import sources as _sources
 from lewin.udfs.annotate import AnnotateOptions, annotate_batch
 from lewin.udfs.clean import clean_column, normalized_hash
@@ -87,7 +88,7 @@ def _silver_projection(df: DataFrame, stream: StreamSpec, run_id: str) -> list:
             c = F.when(F.col("clean_title") != "", F.col("clean_title"))
         elif f.name == "text":
             c = F.col("clean_text")
-        elif f.name in ("lang", "lang_score", "quality_flags"):
+        elif f.name in ("lang", "lang_score", "quality_flags", "quality_signals"):
             c = F.col(f.name)
         elif f.name == "text_hash":
             c = normalized_hash(F.col("clean_text"))
@@ -132,7 +133,7 @@ def prepare(store: TableStore, cfg: LewinConfig, source: str | StreamSpec, batch
                                max_chars=cc.language.max_chars, quality=cc.quality.enabled, skip_column="_skip")
         out_schema = StructType(df.schema.fields + [
             StructField("lang", StringType()), StructField("lang_score", DoubleType()),
-            StructField("quality_flags", ArrayType(StringType())),
+            StructField("quality_signals", T.QUALITY_SIGNALS),
         ])
         import functools
 
@@ -140,7 +141,12 @@ def prepare(store: TableStore, cfg: LewinConfig, source: str | StreamSpec, batch
                                  store.engine.python_workers)
     else:
         df = df.select("*", F.lit(None).cast("string").alias("lang"), F.lit(None).cast("double").alias("lang_score"),
-                       F.array().cast("array<string>").alias("quality_flags"))
+                       F.lit(None).cast(T.QUALITY_SIGNALS).alias("quality_signals"))
+    # flags from the scores and the configured thresholds (built-in expressions: no rescoring)
+    flags = quality.flag_column("quality_signals", cc.quality) if cc.quality.enabled else None
+    df = df.withColumn("quality_flags", F.when(F.col("quality_signals").isNotNull(), flags)
+                       .otherwise(F.array().cast("array<string>")) if flags is not None
+                       else F.array().cast("array<string>"))
 
     rule_bad = F.col("_skip")
     lang_bad = F.lit(False)

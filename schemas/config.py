@@ -214,14 +214,79 @@ class LanguageConfig(_Strict):
     language is settled long before the end of a post."""
 
 
+class GopherRepetitionThresholds(_Strict):
+    """Gopher's repetition limits (Rae et al. 2021, Table A1; datatrove's defaults). 0 or None
+    switches a check off."""
+    dup_line_frac: float | None = Field(0.3, ge=0)
+    dup_para_frac: float | None = Field(0.3, ge=0)
+    dup_line_char_frac: float | None = Field(0.2, ge=0)
+    dup_para_char_frac: float | None = Field(0.2, ge=0)
+    top_n_grams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    """n -> the most frequent n-gram's maximum character fraction (n in 2..4: the scored ones)."""
+    dup_n_grams: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+    """n -> the maximum character fraction in repeated n-grams (n in 5..10)."""
+
+    @field_validator("top_n_grams")
+    @classmethod
+    def _top_range(cls, v: dict[int, float]) -> dict[int, float]:
+        if not set(v) <= {2, 3, 4}:
+            raise ValueError(f"n must be in 2..4 (scored sizes), got {sorted(v)}")
+        return v
+
+    @field_validator("dup_n_grams")
+    @classmethod
+    def _dup_range(cls, v: dict[int, float]) -> dict[int, float]:
+        if not set(v) <= set(range(5, 11)):
+            raise ValueError(f"n must be in 5..10 (scored sizes), got {sorted(v)}")
+        return v
+
+
+class GopherQualityThresholds(_Strict):
+    """Gopher's quality rules (datatrove's defaults): words are the non-symbol tokens."""
+    min_doc_words: int | None = Field(50, ge=0)
+    max_doc_words: int | None = Field(100_000, ge=0)
+    min_avg_word_length: float | None = Field(3, ge=0)
+    max_avg_word_length: float | None = Field(10, ge=0)
+    max_symbol_word_ratio: float | None = Field(0.1, ge=0)
+    """'#' and ellipses per token."""
+    max_bullet_lines_ratio: float | None = Field(0.9, ge=0)
+    max_ellipsis_lines_ratio: float | None = Field(0.3, ge=0)
+    min_alpha_words_ratio: float | None = Field(0.8, ge=0, le=1)
+    """datatrove's ``max_non_alpha_words_ratio`` (a minimum despite its name)."""
+    min_stop_words: int | None = Field(2, ge=0)
+
+
+class C4Thresholds(_Strict):
+    """C4's document rules (datatrove's defaults; its line rules decide what counts as a sentence)."""
+    min_num_sentences: int = Field(5, ge=-1)
+    """-1 or 0 switches it off."""
+    filter_lorem_ipsum: bool = True
+    filter_curly_bracket: bool = True
+
+
+class FineWebThresholds(_Strict):
+    """FineWeb's quality rules (datatrove's defaults)."""
+    line_punct_thr: float = Field(0.12, ge=0, le=1)
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = Field(0.67, ge=0, le=1)
+    char_duplicates_ratio: float = Field(0.01, ge=0)
+    new_line_ratio: float = Field(0.3, ge=0)
+
+
 class QualityConfig(_Strict):
     enabled: bool = True
-    """Tag every record with the datatrove heuristics it fails (``quality_flags``)."""
+    """Score every record (``quality_signals``) and flag it (``quality_flags``: the heuristics it
+    fails under the thresholds below)."""
     drop_on: list[Literal["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]] = Field(
         default_factory=list
     )
     """Flags that reject a record. Empty by default: the paper filters quality with an LLM judge;
     the flags are there to query and to filter by choice."""
+    gopher_repetition: GopherRepetitionThresholds = Field(default_factory=GopherRepetitionThresholds)
+    gopher_quality: GopherQualityThresholds = Field(default_factory=GopherQualityThresholds)
+    c4: C4Thresholds = Field(default_factory=C4Thresholds)
+    fineweb: FineWebThresholds = Field(default_factory=FineWebThresholds)
 
 
 class KCoreConfig(_Strict):

@@ -224,6 +224,16 @@ OPS_TABLES: dict[str, StructType] = {
 }
 
 # --- silver: curated records of every source, one schema -------------------------------------------
+def _quality_signals() -> StructType:
+    from lewin.udfs.quality import SIGNALS
+
+    kinds = {"double": DoubleType(), "int": IntegerType(), "bool": BooleanType()}
+    return StructType([_f(name, kinds[kind]) for name, kind in SIGNALS])
+
+
+# The quality heuristics' scores (lewin.udfs.quality.SIGNALS); quality_flags is derived from them.
+QUALITY_SIGNALS = _quality_signals()
+
 SILVER_RECORDS = StructType(
     [
         _f("record_id", StringType(), False),
@@ -235,7 +245,8 @@ SILVER_RECORDS = StructType(
         _f("lang", StringType()),
         _f("lang_score", DoubleType()),
         _f("text_hash", StringType(), False),  # exact-duplicate key (normalised text)
-        _f("quality_flags", ArrayType(StringType())),  # datatrove heuristics the text fails
+        _f("quality_flags", ArrayType(StringType())),  # quality heuristics the text fails ("<filter>:<reason>")
+        _f("quality_signals", QUALITY_SIGNALS),  # their scores
         _f("subreddit", StringType()),  # reddit
         _f("item_id", StringType()),  # amazon
         _f("rating", DoubleType()),  # amazon

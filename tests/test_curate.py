@@ -241,10 +241,11 @@ def test_a_quality_flag_in_drop_on_rejects_and_only_then(store, cfg, tmp_path, d
     """A first-person English post long enough for every blogger rule, whose lines repeat (datatrove's
     Gopher repetition filter fails it): rejected at stage "quality" when the flag is in drop_on,
     kept (with the flag) when drop_on is empty. A clean post is kept either way."""
-    from lewin.udfs.quality import quality_flags
+    from tests.test_quality import datatrove_verdicts
 
     clean = json.loads((CURATE / "blogger" / "posts.jsonl").read_text().splitlines()[0])
-    assert not any(f.startswith("gopher_repetition") for f in quality_flags([clean["text"]])[0])
+    assert datatrove_verdicts([clean["text"], REPETITIVE])[0]["gopher_repetition"] is None
+    assert datatrove_verdicts([REPETITIVE])[0]["gopher_repetition"] is not None
     d = tmp_path / "blogger"
     d.mkdir()
     rows = [clean, dict(clean, id=7, author_id=12, date="2004-06-01", text=REPETITIVE)]

@@ -1,4 +1,4 @@
-"""The Python part of curation as one Arrow batch function: language ID and quality tags.
+"""The Python part of curation as one Arrow batch function: language ID and quality scores.
 
 Runs inside ``mapInArrow`` (through ``lewin.udfs.pool`` on the embedded engine), so the text
 crosses into Python once for both annotations; models load once per worker process.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lewin.udfs.langid import identify
-from lewin.udfs.quality import quality_flags
+from lewin.udfs.quality import arrow_type, quality_signals
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class AnnotateOptions:
 
 
 def annotate_batch(batch: pa.RecordBatch, opts: AnnotateOptions):
-    """``batch`` plus ``lang`` (string), ``lang_score`` (double), ``quality_flags`` (list<string>)."""
+    """``batch`` plus ``lang`` (string), ``lang_score`` (double), ``quality_signals`` (struct)."""
     texts = batch.column(opts.text_column).to_pylist()
     if opts.skip_column:
         skip = batch.column(opts.skip_column).to_pylist()
@@ -35,11 +35,11 @@ def annotate_batch(batch: pa.RecordBatch, opts: AnnotateOptions):
         langs, scores = identify(texts, opts.model_path, opts.max_chars)
     else:
         langs, scores = [None] * len(texts), [None] * len(texts)
-    flags = quality_flags(texts) if opts.quality else [[] for _ in texts]
+    signals = quality_signals(texts) if opts.quality else pa.nulls(len(texts), arrow_type())
     cols = list(batch.columns) + [
         pa.array(langs, pa.string()),
         pa.array(scores, pa.float64()),
-        pa.array(flags, pa.list_(pa.string())),
+        signals,
     ]
-    names = list(batch.schema.names) + ["lang", "lang_score", "quality_flags"]
+    names = list(batch.schema.names) + ["lang", "lang_score", "quality_signals"]
     yield pa.RecordBatch.from_arrays(cols, names=names)
