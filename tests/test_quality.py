@@ -105,7 +105,6 @@ def datatrove_verdicts(texts: list[str]) -> list[dict[str, str | None]]:
 
 def lewin_verdicts(spark, texts: list[str], cfg: QualityConfig) -> list[dict[str, str | None]]:
     import pyarrow as pa
-    from pyspark.sql import functions as F
 
     table = pa.table({"i": pa.array(range(len(texts)), pa.int64()), "quality_signals": quality.quality_signals(texts)})
     df = spark.createDataFrame(table.to_pandas(), "i long, quality_signals " + T.QUALITY_SIGNALS.simpleString())

@@ -26,9 +26,13 @@ import unicodedata
 from collections import Counter
 from functools import lru_cache
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 FLAGS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
 QUALITY_VERSION = "quality_v2"
@@ -357,11 +361,11 @@ def quality_signals(texts: list[str | None]) -> pa.Array:
     scores = [score(t) if t else None for t in texts]
     columns = [pa.array([None if sc is None else sc[f.name] for sc in scores], f.type) for f in typ]
     valid = pa.array([sc is not None for sc in scores])
-    return pa.StructArray.from_arrays(columns, fields=list(typ), mask=pa.compute.invert(valid))
+    return pa.StructArray.from_arrays(columns, fields=list(typ), mask=pc.invert(valid))
 
 
 # --- flags (Spark built-in expressions over the scores) ------------------------------------------------
-def _first(checks: list) -> "Column":
+def _first(checks: list) -> Column:
     """The reason of the first check that fails, else null (datatrove stops at the first)."""
     from pyspark.sql import functions as F
 
@@ -371,7 +375,7 @@ def _first(checks: list) -> "Column":
     return out if out is not None else F.lit(None).cast("string")
 
 
-def flag_column(signals: str, cfg) -> "Column":
+def flag_column(signals: str, cfg) -> Column:
     """``array<string>`` of ``"<filter>:<reason>"`` for the heuristics a text fails under ``cfg``
     (``schemas.config.QualityConfig``): one entry per filter, its first failing check."""
     from pyspark.sql import functions as F
