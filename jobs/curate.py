@@ -30,7 +30,7 @@ from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
 from lewin.udfs import kcore as kcore_lib
-from lewin.udfs import quality
+from lewin.udfs import near_dedup, quality
 from lewin.udfs import sources as _sources
 from lewin.udfs.annotate import AnnotateOptions, annotate_batch
 from lewin.udfs.clean import clean_column, normalized_hash
@@ -39,6 +39,8 @@ from lewin.udfs.rules import tag_rules
 from lewin.udfs.sources import SideTable, StreamSpec
 
 log = logging.getLogger(__name__)
+
+NEAR_DUP_TABLE = "near_dup_signatures"
 
 
 @dataclass
@@ -106,6 +108,15 @@ def _silver_projection(df: DataFrame, stream: StreamSpec, run_id: str) -> list:
     return cols
 
 
+def _minhash_options(cfg: LewinConfig) -> near_dedup.MinHashOptions | None:
+    dd = cfg.curate.dedup
+    if not dd.near.enabled:
+        return None
+    n = dd.near
+    return near_dedup.MinHashOptions(ngram=n.ngram, bands=n.bands, rows=n.rows, threshold=n.threshold, seed=n.seed,
+                                     scope=dd.scope)
+
+
 def _rejections(df: DataFrame, stage: str, rule, detail) -> DataFrame:
     return df.select(
         "record_id", "source", F.lit(stage).alias("_stage"), rule.alias("_rule"), detail.alias("_detail")
@@ -128,13 +139,15 @@ def prepare(store: TableStore, cfg: LewinConfig, source: str | StreamSpec, batch
     carry = [F.col(frm).alias(to) for to, frm in stream.carry.items()]
     df = df.select("record_id", "source", "user_id", "event_ts", "clean_title", "clean_text", "_run_id", *carry,
                    "_failed", "_fail_detail", (F.size("_failed") > 0).alias("_skip"))
-    if cc.language.enabled or cc.quality.enabled:
+    minhash = _minhash_options(cfg)
+    if cc.language.enabled or cc.quality.enabled or minhash is not None:
         opts = AnnotateOptions(language=cc.language.enabled, model_path=cc.language.model_path,
-                               max_chars=cc.language.max_chars, quality=cc.quality.enabled, skip_column="_skip")
+                               max_chars=cc.language.max_chars, quality=cc.quality.enabled, minhash=minhash,
+                               skip_column="_skip")
         out_schema = StructType(df.schema.fields + [
             StructField("lang", StringType()), StructField("lang_score", DoubleType()),
             StructField("quality_signals", T.QUALITY_SIGNALS),
-        ])
+        ] + ([StructField("near_dup_bands", T.NEAR_DUP_SIGNATURES["near_dup_bands"].dataType)] if minhash else []))
         import functools
 
         df = map_in_arrow_pooled(df, functools.partial(annotate_batch, opts=opts), out_schema,
@@ -171,34 +184,63 @@ def prepare(store: TableStore, cfg: LewinConfig, source: str | StreamSpec, batch
         .when(quality_bad, first_bad_flag)
     )
     silver = [c for c in _silver_projection(df, stream, run_id)]
+    extra = ["near_dup_bands"] if minhash is not None else []
     # rejected rows keep only their id and source: their silver columns would not be used
-    return df.select(*silver, stage.alias("_stage"), rule.alias("_rule"), detail.alias("_detail"))
+    return df.select(*silver, *extra, stage.alias("_stage"), rule.alias("_rule"), detail.alias("_detail"))
 
 
-def _dedup(store: TableStore, cands: DataFrame, existing_table: str, run_id: str) -> tuple[DataFrame, DataFrame, DataFrame]:
+def _dedup(store: TableStore, cands: DataFrame, existing_table: str, scope: str,
+           keep: tuple[str, ...] = ()) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(winners, rejected duplicates, displaced existing ids). Earliest (event_ts, record_id) wins,
-    within the batch and against what the table already holds."""
-    w = Window.partitionBy("source", "text_hash").orderBy("event_ts", "record_id")
+    within the batch and against what the table already holds, per source (``scope`` "source")
+    or per user ("user"). Winners keep silver's columns and ``keep``."""
+    key = ["source", "text_hash"] + (["user_id"] if scope == "user" else [])
+    w = Window.partitionBy(*key).orderBy("event_ts", "record_id")
     ranked = cands.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("record_id").over(w))
     batch_dups = _rejections(ranked.where("_rn > 1"), "dedup", F.lit("dedup_exact_v1"),
                              F.concat(F.lit("duplicate of "), F.col("_first")))
     firsts = ranked.where("_rn = 1").drop("_rn", "_first")
-    existing = store.read(existing_table, T.SILVER_RECORDS).select(
-        "source", "text_hash", F.col("event_ts").alias("_x_ts"), F.col("record_id").alias("_x_id"))
-    joined = firsts.join(existing, ["source", "text_hash"], "left")
+    # the earliest kept row per key: at most one match per candidate, so no dropDuplicates of wide rows
+    existing = (store.read(existing_table, T.SILVER_RECORDS).groupBy(*key)
+                .agg(F.min(F.struct("event_ts", "record_id")).alias("_x"))
+                .select(*key, F.col("_x.event_ts").alias("_x_ts"), F.col("_x.record_id").alias("_x_id")))
+    joined = firsts.join(existing, key, "left")
     beaten_by_old = F.col("_x_id").isNotNull() & (
         (F.col("_x_ts") < F.col("event_ts")) | ((F.col("_x_ts") == F.col("event_ts")) & (F.col("_x_id") <= F.col("record_id"))))
     # a row that is already in the table (a rerun) is neither new nor a duplicate of itself
     old_dups = _rejections(joined.where(beaten_by_old & (F.col("_x_id") != F.col("record_id"))), "dedup",
                            F.lit("dedup_exact_v1"), F.concat(F.lit("duplicate of "), F.col("_x_id")))
     # winners: new rows nothing older beats, and rows already in the table (a rerun after a crash)
-    winners = joined.where(~beaten_by_old | F.col("_x_id").isNull() | (F.col("_x_id") == F.col("record_id"))
-                           ).dropDuplicates(["record_id"])
+    winners = joined.where(~beaten_by_old | F.col("_x_id").isNull() | (F.col("_x_id") == F.col("record_id")))
     displaced = joined.where(F.col("_x_id").isNotNull() & ~beaten_by_old).select(
         F.col("_x_id").alias("record_id"), "source", F.lit("dedup").alias("_stage"),
         F.lit("dedup_exact_v1").alias("_rule"), F.concat(F.lit("duplicate of earlier "), F.col("record_id")).alias("_detail"))
-    winners = winners.select(*[f.name for f in T.SILVER_RECORDS.fields])
+    winners = winners.select(*[f.name for f in T.SILVER_RECORDS.fields], *keep)
     return winners, batch_dups.unionByName(old_dups), displaced
+
+
+def _near_dedup(ctx: RunContext, stream: StreamSpec, winners: DataFrame, target: str,
+                exact_displaced: DataFrame | None, result: CurateResult) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Exact-dedup winners -> (near-dedup winners, near duplicates, displaced kept rows), against
+    the kept rows' signatures (``near_dup_signatures`` joined with ``target``'s texts). The
+    winners' signatures are written before silver: a crash between the two leaves signatures
+    of rows that are not kept, which the join with ``target`` ignores."""
+    store, opts = ctx.store, _minhash_options(ctx.cfg)
+    kept = store.read(target).where(F.col("source") == stream.source).select("record_id", "text")
+    if exact_displaced is not None:  # already beaten by an earlier exact copy in this batch
+        kept = kept.join(exact_displaced.select("record_id"), "record_id", "left_anti")
+    existing = (store.read(NEAR_DUP_TABLE).where(F.col("source") == stream.source)
+                .join(kept, "record_id").select("record_id", "source", "user_id", "event_ts", "text", "near_dup_bands"))
+    res = near_dedup.near_duplicates(winners, existing, opts, ctx.checkpointer("near_dup"),
+                                     materialize=ctx.materialize)
+    # the result frames read only materialised tables (this batch's winners, the last label
+    # checkpoint), never `target`: they stay valid while the writes below change it
+    survivors, dups, displaced = res.winners, res.duplicates, res.displaced
+    store.insert_new(NEAR_DUP_TABLE, res.new_signatures, ["record_id"], T.NEAR_DUP_SIGNATURES)
+    n = dups.count()
+    if n:
+        result.rejected_by_rule[near_dedup.NEAR_DUP_RULE] = n
+    return survivors, dups, displaced
 
 
 def _reject_rows(df: DataFrame, run_id: str, at: datetime) -> DataFrame:
@@ -248,9 +290,12 @@ def _apply_kcore(ctx: RunContext, stream: StreamSpec, batch_ids: DataFrame, resu
 
 class CurateStage(Stage):
     name = "curate"
-    summary = "bronze -> silver_records: cleaning, rules, language ID, quality tags, dedup, k-core; drops -> rejected"
-    reads = ("bronze_*", "curate_log", "silver_records", "silver_amazon_pool", "silver_items", "rejected")
-    writes = ("silver_records", "silver_amazon_pool", "silver_items", "rejected", "curate_log", "kcore_rounds")
+    summary = ("bronze -> silver_records: cleaning, rules, language ID, quality scores and flags, exact and "
+               "near dedup, k-core; drops -> rejected")
+    reads = ("bronze_*", "curate_log", "silver_records", "silver_amazon_pool", "silver_items", "rejected",
+             "near_dup_signatures")
+    writes = ("silver_records", "silver_amazon_pool", "silver_items", "rejected", "curate_log", "kcore_rounds",
+              "near_dup_signatures")
     depends_on = ("ingest",)
 
     def __init__(self, sources: list[str] | None = None):
@@ -339,13 +384,15 @@ def _curate(ctx: RunContext, source: str) -> CurateResult:
     for (stage_name, rule), n in counts.items():
         if stage_name is not None:
             result.rejected_by_rule[rule] = result.rejected_by_rule.get(rule, 0) + n
-    cands = staged.where(F.col("_stage").isNull()).select(*[f.name for f in T.SILVER_RECORDS.fields])
+    dd = cfg.curate.dedup
+    bands = ("near_dup_bands",) if dd.near.enabled else ()
+    cands = staged.where(F.col("_stage").isNull()).select(*[f.name for f in T.SILVER_RECORDS.fields], *bands)
     rejects = staged.where(F.col("_stage").isNotNull()).select("record_id", "source", "_stage", "_rule", "_detail")
 
     target = stream.kcore_pool or "silver_records"
     displaced = None
-    if cfg.curate.dedup.enabled:
-        winners, dups, displaced = _dedup(store, cands, target, run_id)
+    if dd.enabled:
+        winners, dups, displaced = _dedup(store, cands, target, dd.scope, keep=bands)
         # Materialise before writing: every output reads `target`, which the writes below change.
         winners, dups = ctx.materialize("winners", winners), ctx.materialize("dups", dups)
         displaced = ctx.materialize("displaced", displaced)
@@ -353,13 +400,21 @@ def _curate(ctx: RunContext, source: str) -> CurateResult:
         if n_dups:
             result.rejected_by_rule["dedup_exact_v1"] = n_dups
         rejects = rejects.unionByName(dups)
-        result.displaced = displaced.count()
     else:
         winners = cands
     clock = result.timed("dedup", clock)
+    if dd.near.enabled:
+        winners, near_dups, near_displaced = _near_dedup(ctx, stream, winners, target, displaced, result)
+        rejects = rejects.unionByName(near_dups)
+        displaced = near_displaced if displaced is None else displaced.unionByName(near_displaced)
+        clock = result.timed("dedup_near", clock)
+    if displaced is not None:
+        displaced = ctx.materialize("all_displaced", displaced)
+        result.displaced = displaced.count()
 
     n_winners = winners.count()
     before = store.count(target)
+    winners = winners.select(*[f.name for f in T.SILVER_RECORDS.fields])
     store.insert_new(target, winners, ["record_id"], T.SILVER_RECORDS)
     ctx.failpoint("after_silver_merge")
     inserted = store.count(target) - before
@@ -368,6 +423,8 @@ def _curate(ctx: RunContext, source: str) -> CurateResult:
         store.delete_keys(target, displaced, ["record_id"])
         if target != "silver_records":
             store.delete_keys("silver_records", displaced, ["record_id"])
+        if dd.near.enabled:
+            store.delete_keys(NEAR_DUP_TABLE, displaced, ["record_id"])
         store.upsert("rejected", _reject_rows(displaced, run_id, started), ["record_id"], T.REJECTED)
     result.rejected = sum(result.rejected_by_rule.values())
     # every winner is kept: those an interrupted run had merged already are in the table too

@@ -298,8 +298,28 @@ class KCoreConfig(_Strict):
     max_rounds: int = Field(100, ge=1)
 
 
+class NearDedupConfig(_Strict):
+    """MinHash + LSH near-duplicate removal (rule ``dedup_near_v1``): word n-gram shingles of the
+    normalised text, ``bands`` x ``rows`` MinHash values, candidates from band collisions,
+    verified by the exact Jaccard similarity of the shingle sets, clustered (connected
+    components): the earliest record of a cluster stays."""
+    enabled: bool = True
+    ngram: int = Field(5, ge=1, le=32)
+    bands: int = Field(20, ge=1, le=512)
+    rows: int = Field(5, ge=1, le=64)
+    """With 20 x 5 a pair at Jaccard 0.8 becomes a candidate with probability 0.9996, one at 0.5
+    with 0.47 (then rejected by verification)."""
+    threshold: float = Field(0.8, gt=0, le=1)
+    seed: int = 1
+
+
 class DedupConfig(_Strict):
     enabled: bool = True
+    """Exact duplicates (rule ``dedup_exact_v1``): same normalised text."""
+    scope: Literal["source", "user"] = "source"
+    """Where duplicates are looked for, for both dedups: within a source across users, or only
+    among one user's records."""
+    near: NearDedupConfig = Field(default_factory=NearDedupConfig)
 
 
 class CurateConfig(_Strict):

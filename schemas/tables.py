@@ -312,6 +312,17 @@ SILVER_ITEMS = StructType(
     ]
 )
 
+# One row per kept record: its MinHash band keys, compared with the next batches' (lewin.udfs.near_dedup).
+NEAR_DUP_SIGNATURES = StructType(
+    [
+        _f("record_id", StringType(), False),
+        _f("source", StringType(), False),
+        _f("user_id", StringType(), False),
+        _f("event_ts", TimestampType(), False),
+        _f("near_dup_bands", ArrayType(LongType())),
+    ]
+)
+
 SILVER_TABLES: dict[str, StructType] = {
     "silver_records": SILVER_RECORDS,
     "silver_amazon_pool": AMAZON_POOL,
@@ -319,6 +330,7 @@ SILVER_TABLES: dict[str, StructType] = {
     "rejected": REJECTED,
     "curate_log": CURATE_LOG,
     "kcore_rounds": KCORE_ROUNDS,
+    "near_dup_signatures": NEAR_DUP_SIGNATURES,
 }
 
 # --- PII-scrubbed silver, and the per-user timelines built on it --------------------------------

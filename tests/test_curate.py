@@ -267,3 +267,43 @@ def test_a_quality_flag_in_drop_on_rejects_and_only_then(store, cfg, tmp_path, d
         assert "blogger:7" not in rejected
         assert any(f.startswith("gopher_repetition:") for f in silver["blogger:7"]["quality_flags"])
         assert (r.kept, r.rejected, r.rejected_by_rule) == (2, 0, {})
+
+
+@pytest.mark.transforms
+def test_near_duplicates_of_old_records_are_found_in_a_new_batch(store, cfg, tmp_path):
+    """A later post that is keep2 plus a boilerplate line (Jaccard >= 0.8, not an exact copy) is
+    rejected as keep2's near-duplicate against the kept rows' stored signatures; a rerun curates
+    nothing; switched off, the same post is kept."""
+    data = tmp_path / "d"
+    shutil.copytree(CURATE / "reddit", data / "reddit")
+    run_all(store, cfg, data, ("reddit",))
+    assert store.read("near_dup_signatures").count() == store.read("silver_records").count()
+    keep2 = next(json.loads(x) for x in (CURATE / "reddit" / "submissions.jsonl").read_text().splitlines()
+                 if json.loads(x)["id"] == "keep2")
+    near = dict(keep2, id="near_copy", author="quinn", created_utc=1700000000,
+                selftext=keep2["selftext"] + "\n\nEdit: thanks for the kind words everyone!")
+    (data / "reddit" / "more.jsonl").write_text(json.dumps(near) + "\n")
+    ingest(store, cfg, "reddit", [str(data / "reddit")])
+    second = curate(store, cfg, "reddit")
+    assert (second.records_in, second.kept, second.rejected) == (1, 0, 1)
+    assert second.rejected_by_rule == {"dedup_near_v1": 1} and second.reconciles
+    row = store.read("rejected").where(F.col("record_id") == "reddit:t3_near_copy").collect()[0]
+    assert (row["stage"], row["rule"]) == ("dedup", "dedup_near_v1")
+    assert row["detail"].startswith("near-duplicate of reddit:t3_keep2 (jaccard 0.")
+    again = curate(store, cfg, "reddit")
+    assert (again.records_in, again.kept, again.rejected) == (0, 0, 0)
+
+
+@pytest.mark.transforms
+def test_near_dedup_switched_off_keeps_the_near_copy(store, cfg, tmp_path):
+    cfg.curate.dedup.near.enabled = False
+    d = tmp_path / "reddit"
+    d.mkdir()
+    keep2 = next(json.loads(x) for x in (CURATE / "reddit" / "submissions.jsonl").read_text().splitlines()
+                 if json.loads(x)["id"] == "keep2")
+    near = dict(keep2, id="near_copy", author="quinn", created_utc=1700000000,
+                selftext=keep2["selftext"] + "\n\nEdit: thanks for the kind words everyone!")
+    (d / "a.jsonl").write_text(json.dumps(keep2) + "\n" + json.dumps(near) + "\n")
+    ingest(store, cfg, "reddit", [str(d)])
+    r = curate(store, cfg, "reddit")
+    assert (r.records_in, r.kept, r.rejected) == (2, 2, 0)

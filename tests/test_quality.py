@@ -166,3 +166,11 @@ def test_a_threshold_outside_the_scored_sizes_fails_at_start():
 def test_empty_text_has_no_signals_and_no_flags(spark):
     sig = quality.quality_signals([None, "", "ok"])
     assert sig[0].as_py() is None and sig[1].as_py() is None and sig[2].as_py()["words"] == 1
+
+
+def test_the_shipped_tokenizer_tables_are_the_installed_spacys():
+    """``udfs/spacy_en_tokenizer.json`` is spaCy's data; after a spaCy upgrade this fails until
+    ``python -m lewin.udfs.quality`` rewrites it."""
+    shipped = json.loads(quality.TABLES_FILE.read_text(encoding="utf-8"))
+    fresh = quality.spacy_tables()
+    assert {k: v for k, v in shipped.items() if k != "spacy"} == {k: v for k, v in fresh.items() if k != "spacy"}

@@ -1,4 +1,5 @@
-"""The Python part of curation as one Arrow batch function: language ID and quality scores.
+"""The Python part of curation as one Arrow batch function: language ID, quality scores and
+MinHash band keys.
 
 Runs inside ``mapInArrow`` (through ``lewin.udfs.pool`` on the embedded engine), so the text
 crosses into Python once for both annotations; models load once per worker process.
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lewin.udfs.langid import identify
+from lewin.udfs.near_dedup import MinHashOptions, band_keys
 from lewin.udfs.quality import arrow_type, quality_signals
 
 
@@ -20,6 +22,8 @@ class AnnotateOptions:
     model_path: str | None = None
     max_chars: int = 1000
     quality: bool = True
+    minhash: MinHashOptions | None = None
+    """Band keys for near-duplicate detection (``near_dup_bands``); None: not computed."""
     text_column: str = "clean_text"
     skip_column: str | None = None
     """Rows where this boolean column is true are passed through unannotated (already rejected)."""
@@ -42,4 +46,7 @@ def annotate_batch(batch: pa.RecordBatch, opts: AnnotateOptions):
         signals,
     ]
     names = list(batch.schema.names) + ["lang", "lang_score", "quality_signals"]
+    if opts.minhash is not None:
+        cols.append(band_keys(texts, opts.minhash))
+        names.append("near_dup_bands")
     yield pa.RecordBatch.from_arrays(cols, names=names)

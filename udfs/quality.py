@@ -9,9 +9,9 @@ agreement). Differences, on purpose:
 
 - Words: datatrove tokenises with spaCy's English tokenizer (once per filter, ~230 documents/s
   per core on Reddit comments). ``tokenize`` applies the same English affix, infix and
-  special-case tables (read from spaCy once per process) in a Python fast path: plain words and
-  words with one trailing punctuation mark never reach a regex. Tokens are identical for ~99.6 %
-  of real posts; the rest differ in rare spans such as URLs fused with punctuation.
+  special-case tables (spaCy's data, shipped as ``spacy_en_tokenizer.json``) in a Python fast
+  path: plain words and words with one trailing punctuation mark never reach a regex. Tokens are
+  identical to spaCy's on every text of the agreement test.
 - C4 sentences: spaCy's sentencizer rule (a sentence ends after a token in its punctuation list
   when a non-punctuation token follows), applied to those tokens.
 - Each heuristic reads the text as given: datatrove's C4 filter rewrites the document's text
@@ -20,12 +20,14 @@ agreement). Differences, on purpose:
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import unicodedata
 from collections import Counter
 from functools import lru_cache
 from operator import itemgetter
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -78,22 +80,51 @@ _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "u
 
 
 # --- words ---------------------------------------------------------------------------------------------
+TABLES_FILE = Path(__file__).with_name("spacy_en_tokenizer.json")
+"""spaCy's English tokenizer tables as data (``python -m lewin.udfs.quality`` rewrites it from the
+installed spaCy; a test checks it still matches): workers load it in milliseconds where importing
+spaCy and building its English pipeline takes seconds per process."""
+
+
+def spacy_tables() -> dict:
+    """The tables, read from the installed spaCy (slow: imports it)."""
+    import spacy
+    from spacy.attrs import ORTH
+    from spacy.pipeline.sentencizer import Sentencizer
+
+    tok = spacy.blank("en").tokenizer
+
+    def regex_of(method) -> dict | None:
+        if method is None:
+            return None
+        rx = method.__self__
+        return {"pattern": rx.pattern, "flags": int(rx.flags)}
+
+    return {
+        "spacy": spacy.__version__,
+        "prefix": regex_of(tok.prefix_search), "suffix": regex_of(tok.suffix_search),
+        "infix": regex_of(tok.infix_finditer), "token_match": regex_of(tok.token_match),
+        "url_match": regex_of(tok.url_match),
+        "special": {k: [d[ORTH] for d in v] for k, v in sorted(tok.rules.items())},
+        "sentence_ends": list(Sentencizer.default_punct_chars),
+    }
+
+
 class _Tables:
-    """spaCy's English tokenizer tables, read once per process (not its tokenizer loop)."""
+    """spaCy's English tokenizer tables (its affix and special-case data, not its tokenizer loop)."""
 
-    def __init__(self):
-        import spacy
-        from spacy.attrs import ORTH
-        from spacy.pipeline.sentencizer import Sentencizer
+    def __init__(self, data: dict):
+        def compiled(spec: dict | None):
+            return None if spec is None else re.compile(spec["pattern"], spec["flags"])
 
-        tok = spacy.blank("en").tokenizer
-        self.prefix = tok.prefix_search
-        self.suffix = tok.suffix_search
-        self.infixes = tok.infix_finditer
-        self.token_match = tok.token_match
-        self.url_match = tok.url_match
-        self.special = {k: [d[ORTH] for d in v] for k, v in tok.rules.items()}
-        self.sentence_ends = frozenset(Sentencizer.default_punct_chars)
+        self.prefix = compiled(data["prefix"]).search
+        self.suffix = compiled(data["suffix"]).search
+        self.infixes = compiled(data["infix"]).finditer
+        tm, um = compiled(data["token_match"]), compiled(data["url_match"])
+        self.token_match = tm.match if tm is not None else None
+        self.url_match = um.match if um is not None else None
+        self.special = data["special"]
+        self.sentence_ends = frozenset(data["sentence_ends"])
         # spaCy also finds special cases that the affix rules split (":)" in "yes:)"): their
         # affix-rule tokens -> the special case's tokens, indexed by the first token
         self.merges: dict[str, list[tuple[tuple[str, ...], list[str]]]] = {}
@@ -109,7 +140,7 @@ class _Tables:
 @lru_cache(maxsize=1)
 def _tables() -> _Tables:
     with _LOCK:
-        return _Tables()
+        return _Tables(json.loads(TABLES_FILE.read_text(encoding="utf-8")))
 
 
 _FAST_SUFFIX = frozenset(".,!?;:")
@@ -436,3 +467,8 @@ def flag_column(signals: str, cfg) -> Column:
     if not flags:
         return F.array().cast("array<string>")
     return F.filter(F.array(*flags), lambda f: f.isNotNull())
+
+
+if __name__ == "__main__":  # regenerate the tables file from the installed spaCy
+    TABLES_FILE.write_text(json.dumps(spacy_tables(), ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    print(f"wrote {TABLES_FILE}")
