@@ -195,12 +195,14 @@ def _dedup(store: TableStore, cands: DataFrame, existing_table: str, scope: str,
     within the batch and against what the table already holds, per source (``scope`` "source")
     or per user ("user"). Winners keep silver's columns and ``keep``."""
     key = ["source", "text_hash"] + (["user_id"] if scope == "user" else [])
+    # ranks on the key columns only, then the wide rows (quality scores, band keys) by id
+    narrow = cands.select("record_id", "event_ts", *[k for k in key if k != "record_id"])
     w = Window.partitionBy(*key).orderBy("event_ts", "record_id")
-    ranked = cands.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("record_id").over(w))
+    ranked = narrow.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("record_id").over(w))
     batch_dups = _rejections(ranked.where("_rn > 1"), "dedup", F.lit("dedup_exact_v1"),
                              F.concat(F.lit("duplicate of "), F.col("_first")))
     firsts = ranked.where("_rn = 1").drop("_rn", "_first")
-    # the earliest kept row per key: at most one match per candidate, so no dropDuplicates of wide rows
+    # the earliest kept row per key: at most one match per candidate
     existing = (store.read(existing_table, T.SILVER_RECORDS).groupBy(*key)
                 .agg(F.min(F.struct("event_ts", "record_id")).alias("_x"))
                 .select(*key, F.col("_x.event_ts").alias("_x_ts"), F.col("_x.record_id").alias("_x_id")))
@@ -211,11 +213,12 @@ def _dedup(store: TableStore, cands: DataFrame, existing_table: str, scope: str,
     old_dups = _rejections(joined.where(beaten_by_old & (F.col("_x_id") != F.col("record_id"))), "dedup",
                            F.lit("dedup_exact_v1"), F.concat(F.lit("duplicate of "), F.col("_x_id")))
     # winners: new rows nothing older beats, and rows already in the table (a rerun after a crash)
-    winners = joined.where(~beaten_by_old | F.col("_x_id").isNull() | (F.col("_x_id") == F.col("record_id")))
+    winner_ids = joined.where(~beaten_by_old | F.col("_x_id").isNull() | (F.col("_x_id") == F.col("record_id")))
     displaced = joined.where(F.col("_x_id").isNotNull() & ~beaten_by_old).select(
         F.col("_x_id").alias("record_id"), "source", F.lit("dedup").alias("_stage"),
         F.lit("dedup_exact_v1").alias("_rule"), F.concat(F.lit("duplicate of earlier "), F.col("record_id")).alias("_detail"))
-    winners = winners.select(*[f.name for f in T.SILVER_RECORDS.fields], *keep)
+    winners = cands.join(winner_ids.select("record_id"), "record_id", "left_semi").select(
+        *[f.name for f in T.SILVER_RECORDS.fields], *keep)
     return winners, batch_dups.unionByName(old_dups), displaced
 
 
