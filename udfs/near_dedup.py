@@ -41,6 +41,7 @@ NEAR_DUP_RULE = "dedup_near_v1"
 # next batch once joined with the kept texts
 NEAR_DUP_SIGNATURES = T.NEAR_DUP_SIGNATURES
 
+
 @dataclass(frozen=True)
 class MinHashOptions:
     ngram: int = 5
