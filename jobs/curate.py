@@ -1,10 +1,11 @@
 """Job: curate bronze rows into ``silver_records``.
 
-new bronze rows (by ingest run) -> clean -> rule tags -> drop by config -> language ID and quality
-scores (one pooled Python pass), quality flags from the scores -> exact dedup (earliest wins, also against silver) -> silver;
-a stream with a k-core pool (Amazon: ``silver_amazon_pool``) reaches silver only inside the
-iterated k-core, which is recomputed over the whole pool whenever new rows arrive (rows that fall
-out move to ``rejected``, rows that come back are restored).
+new bronze rows (by ingest run) -> clean -> rule tags -> drop by config -> language ID, quality
+scores and MinHash band keys (one pooled Python pass) -> quality flags from the scores -> exact
+dedup, then near dedup (earliest wins, also against silver) -> silver; a stream with a k-core
+pool (Amazon: ``silver_amazon_pool``) reaches silver only inside the iterated k-core, which is
+recomputed over the whole pool whenever new rows arrive (rows that fall out move to
+``rejected``, rows that come back are restored).
 
 What is curated is a *stream* (``lewin.udfs.sources``): a bronze table with its rules, the columns
 it carries to silver and its special steps, all read from the stream's spec.
