@@ -374,6 +374,56 @@ def status() -> None:
 
 
 @app.command()
+def audit(
+    files: list[Path] = typer.Argument(None, help="With --score: two or more filled sheets."),
+    score: bool = typer.Option(False, "--score", help="Score filled sheets instead of writing one."),
+    n: int = typer.Option(120, "--n", min=1, help="Items to sample, stratified by source x artifact."),
+    out: Path = typer.Option(Path("audit.csv"), "--out", help="The sheet to write."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+) -> None:
+    """Human audit: write a stratified sample of gold rows with blank 1-5 columns per criterion,
+    or (--score) the mean and Krippendorff's alpha of two or more filled copies."""
+    from lewin.udfs import audit as audit_lib
+
+    if score:
+        try:
+            res = audit_lib.score_sheets(files or [])
+        except (ValueError, OSError) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(code=2) from None
+        t = Table(title=f"audit: {res.items} items, {res.raters} raters")
+        t.add_column("criterion")
+        t.add_column("mean (1-5)", justify="right")
+        for c, v in res.mean_by_criterion.items():
+            t.add_row(c, f"{v:.2f}")
+        console.print(t)
+        console.print(f"mean: {res.mean:.2f}" if res.mean is not None else "mean: none (no ratings)")
+        console.print("krippendorff_alpha: " + (f"{res.alpha:.3f}" if res.alpha is not None else "undefined (no variation)"))
+        return
+    if files:
+        err_console.print("[bold red]error:[/] sheet files are only read with --score")
+        raise typer.Exit(code=2)
+    from pyspark.sql import functions as F
+
+    from lewin.schemas.llm import JUDGE_METRICS
+
+    cfg = _load()
+    with _store(cfg) as store:
+        frames = [store.read(f"gold_{a}").select(F.lit(a).alias("artifact"), "source", "user_id", "record_id",
+                                                  "ledger_key", "output")
+                  for a in JUDGE_METRICS if store.exists(f"gold_{a}")]
+        if not frames:
+            err_console.print("[bold red]error:[/] no gold tables yet: run `lewin llm` first")
+            raise typer.Exit(code=1)
+        gold = frames[0]
+        for f in frames[1:]:
+            gold = gold.unionByName(f)
+        rows = [r.asDict() for r in audit_lib.sample(gold, n, seed).collect()]
+    written = audit_lib.write_sheet(rows, out)
+    console.print(f"wrote {written} items to {out} (fill the 1-5 cells; '-' = not applicable)")
+
+
+@app.command()
 def sql(
     query: str = typer.Argument(..., help="SQL; Lewin's tables are addressable by name (e.g. FROM bronze_reddit)."),
     limit: int = typer.Option(50, "--limit", help="Rows to print (0 = all)."),

@@ -114,3 +114,27 @@ def test_ingest_command_validates_its_arguments(tmp_path):
     assert r.returncode == 2 and "--source" in r.stderr
     r = lewin("ingest", "--source", "reddit", "--path", "/no/such/dir", cwd=tmp_path)
     assert r.returncode == 2 and "/no/such/dir" in r.stderr
+
+
+def test_audit_sheet_from_the_sample_run_and_its_scores(ran, tmp_path):
+    import csv
+
+    from lewin.schemas.llm import JUDGE_METRICS
+
+    from .test_audit import _fill
+
+    cwd, _ = ran
+    sheet = tmp_path / "audit.csv"
+    r = lewin("audit", "--n", "6", "--out", str(sheet), cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(sheet.open()))
+    assert 1 <= len(rows) <= 6 and {x["artifact"] for x in rows} <= set(JUDGE_METRICS)
+    assert all(x["output"] for x in rows)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _fill(sheet, a, lambda i, c: 4)
+    _fill(sheet, b, lambda i, c: 4 if i % 2 else 5)
+    r = lewin("audit", "--score", str(a), str(b), cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert "mean: " in r.stdout and "krippendorff_alpha: " in r.stdout
+    r = lewin("audit", "--score", str(a), cwd=cwd)
+    assert r.returncode == 2 and "two or more" in r.stderr
