@@ -157,10 +157,10 @@ def prepare(store: TableStore, cfg: LewinConfig, source: str | StreamSpec, batch
         df = df.select("*", F.lit(None).cast("string").alias("lang"), F.lit(None).cast("double").alias("lang_score"),
                        F.lit(None).cast(T.QUALITY_SIGNALS).alias("quality_signals"))
     # flags from the scores and the configured thresholds (built-in expressions: no rescoring)
-    flags = quality.flag_column("quality_signals", cc.quality) if cc.quality.enabled else None
-    df = df.withColumn("quality_flags", F.when(F.col("quality_signals").isNotNull(), flags)
-                       .otherwise(F.array().cast("array<string>")) if flags is not None
-                       else F.array().cast("array<string>"))
+    no_flags = F.array().cast("array<string>")
+    flags = (F.when(F.col("quality_signals").isNotNull(), quality.flag_column("quality_signals", cc.quality))
+             .otherwise(no_flags) if cc.quality.enabled else no_flags)
+    df = df.withColumn("quality_flags", flags)
 
     rule_bad = F.col("_skip")
     lang_bad = F.lit(False)
@@ -197,7 +197,7 @@ def _dedup(store: TableStore, cands: DataFrame, existing_table: str, scope: str,
     or per user ("user"). Winners keep silver's columns and ``keep``."""
     key = ["source", "text_hash"] + (["user_id"] if scope == "user" else [])
     # ranks on the key columns only, then the wide rows (quality scores, band keys) by id
-    narrow = cands.select("record_id", "event_ts", *[k for k in key if k != "record_id"])
+    narrow = cands.select("record_id", "event_ts", *key)
     w = Window.partitionBy(*key).orderBy("event_ts", "record_id")
     ranked = narrow.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("record_id").over(w))
     batch_dups = _rejections(ranked.where("_rn > 1"), "dedup", F.lit("dedup_exact_v1"),

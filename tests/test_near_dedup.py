@@ -26,7 +26,6 @@ from lewin.udfs.near_dedup import (
     normalize,
     shingle_set,
     shingles,
-    with_band_keys,
 )
 from pyspark.sql import functions as F
 
@@ -207,7 +206,13 @@ def no_collect(df):
 
 
 def frame(spark, rows, opts: MinHashOptions = OPTS):
-    return with_band_keys(spark.createDataFrame(rows, ROWS), opts)
+    """Rows plus their band keys, computed on the workers as curate's annotate pass does."""
+    def add_keys(batches):
+        for b in batches:
+            keys = band_keys(b.column("text").to_pylist(), opts)
+            yield pa.RecordBatch.from_arrays([*b.columns, keys], names=[*b.schema.names, "near_dup_bands"])
+
+    return spark.createDataFrame(rows, ROWS).mapInArrow(add_keys, ROWS + ", near_dup_bands array<bigint>")
 
 
 def run(store, new, existing=None, opts: MinHashOptions = OPTS) -> NearDupResult:

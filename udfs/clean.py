@@ -127,7 +127,11 @@ def clean_column(df: DataFrame, column: str, out: str, source_column: str | None
     return df
 
 
+def normalized_text(text: Column) -> Column:
+    """What both dedups compare: lower case, letters and digits only, single spaces."""
+    return F.trim(F.regexp_replace(F.lower(text), r"[^\p{L}\p{N}]+", " "))
+
+
 def normalized_hash(text: Column) -> Column:
-    """Exact-duplicate key: lower case, letters and digits only, single spaces."""
-    norm = F.trim(F.regexp_replace(F.lower(text), r"[^\p{L}\p{N}]+", " "))
-    return F.substring(F.sha2(norm, 256), 1, 32)
+    """Exact-duplicate key: the hash of ``normalized_text``."""
+    return F.substring(F.sha2(normalized_text(text), 256), 1, 32)

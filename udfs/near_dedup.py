@@ -22,7 +22,7 @@ comparable with keys computed under the same ``ngram``, ``bands``, ``rows`` and 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -32,9 +32,9 @@ import pyarrow as pa
 import regex
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, LongType, StructField, StructType
 
 from lewin.schemas import tables as T
+from lewin.udfs.clean import normalized_text
 
 NEAR_DUP_RULE = "dedup_near_v1"
 # the signatures table: one row per kept record (its band keys), the ``existing`` side of the
@@ -234,26 +234,6 @@ def band_keys(texts: list[str | None], opts: MinHashOptions) -> pa.Array:
                                     type=pa.list_(pa.int64()), mask=pa.array(~valid))
 
 
-def band_keys_batch(batch: pa.RecordBatch, opts: MinHashOptions, text_column: str = "text",
-                    out_column: str = "near_dup_bands") -> Iterator[pa.RecordBatch]:
-    """Arrow batch function (``mapInArrow`` / ``lewin.udfs.pool``): ``batch`` plus the band keys."""
-    keys = band_keys(batch.column(text_column).to_pylist(), opts)
-    yield pa.RecordBatch.from_arrays(list(batch.columns) + [keys], names=list(batch.schema.names) + [out_column])
-
-
-def with_band_keys(df: DataFrame, opts: MinHashOptions, text_column: str = "text",
-                   out_column: str = "near_dup_bands", workers: int = 1) -> DataFrame:
-    """``df`` plus ``out_column`` (``array<bigint>``), computed on the workers in Arrow batches.
-    ``workers`` > 1 fans the batches out to ``lewin.udfs.pool`` (the embedded engine)."""
-    import functools
-
-    from lewin.udfs.pool import map_in_arrow_pooled
-
-    schema = StructType(df.schema.fields + [StructField(out_column, ArrayType(LongType()))])
-    fn = functools.partial(band_keys_batch, opts=opts, text_column=text_column, out_column=out_column)
-    return map_in_arrow_pooled(df, fn, schema, workers)
-
-
 # --- DataFrame part: candidates, verification, components ----------------------------------------
 
 _KEY_DIGITS = 20
@@ -275,8 +255,7 @@ def shingle_set(text: Column, ngram: int) -> Column:
     """``array<string>`` of the distinct word n-grams of ``text``, normalised as ``band_keys`` does.
     ``sequence`` starts at 1 and never runs backwards, so a text of fewer than ``ngram`` words is
     one shingle (``slice`` takes what there is) with no CASE whose other branch could fail."""
-    norm = F.trim(F.regexp_replace(F.lower(text), r"[^\p{L}\p{N}]+", " "))
-    words = F.split(norm, " ")
+    words = F.split(normalized_text(text), " ")
     starts = F.sequence(F.lit(1), F.greatest(F.size(words) - F.lit(ngram - 1), F.lit(1)))
     return F.array_distinct(F.transform(starts, lambda i: F.array_join(F.slice(words, i, ngram), " ")))
 

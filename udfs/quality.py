@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from pyspark.sql import Column
 
 FLAGS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
-QUALITY_VERSION = "quality_v2"
 
 # (name, arrow type) in the order of the struct; the Spark schema (schemas.tables.QUALITY_SIGNALS)
 # is derived from this list.
@@ -223,13 +222,20 @@ def _merge_specials(out: list, start: int, merges: dict) -> None:
         i += 1
 
 
+def _tokens(text: str, t: _Tables) -> list[str]:
+    out: list[str] = []
+    special = t.special
+    for chunk in text.split():
+        if chunk.isalpha() and chunk not in special:  # most chunks: one plain word
+            out.append(chunk)
+        else:
+            _chunk(chunk, out, t)
+    return out
+
+
 def tokenize(text: str) -> list[str]:
     """Words as spaCy's English tokenizer splits them (whitespace dropped, as datatrove does)."""
-    t = _tables()
-    out: list[str] = []
-    for chunk in text.split():
-        _chunk(chunk, out, t)
-    return out
+    return _tokens(text, _tables())
 
 
 def _is_punct(token: str) -> bool:
@@ -331,14 +337,8 @@ def score(text: str) -> dict:
     all_lines = text.splitlines()
     line_tokens = []
     words: list[str] = []
-    special = t.special
     for line in all_lines:
-        toks: list[str] = []
-        for chunk in line.split():
-            if chunk.isalpha() and chunk not in special:  # most chunks: one plain word
-                toks.append(chunk)
-            else:
-                _chunk(chunk, toks, t)
+        toks = _tokens(line, t)
         line_tokens.append(toks)
         words += toks
     n_words = len(words)
