@@ -126,7 +126,21 @@ def _print_users(u) -> None:
     console.print(f"[bold]users[/]: {u.users_changed} timelines (re)built, {u.users_removed} removed, {u.users_total} in total")
 
 
+def _print_label(r) -> None:
+    for s in r.stages:
+        console.print(f"[bold]label {s.artifact}[/]: {s.inputs} records, {s.sent} prompts sent, {s.ok} ok, "
+                      f"{s.dead} dead letters; tokens {s.tokens_in} in / {s.tokens_out} out")
+    for source, gates in sorted(r.by_source.items()):
+        kept = gates.get("kept", 0) + gates.get("unlabelled", 0)
+        why = ", ".join(f"{g}={n}" for g, n in sorted(gates.items()) if g not in ("kept", "unlabelled"))
+        console.print(f"[bold]label {source}[/]: {kept} of {sum(gates.values())} records kept" + (f" ({why})" if why else ""))
+
+
 def _print_llm(r) -> None:
+    if r.users:
+        console.print(f"[bold]llm users[/]: {r.users} selected, {r.users_summarised} with notes on older records, "
+                      f"{r.users_below_min} below llm.min_records_per_user, {r.users_incomplete_notes} left out "
+                      "(notes incomplete)")
     for s in r.stages:
         console.print(f"[bold]llm {s.artifact}[/]: {s.inputs} inputs, {s.sent} prompts sent, {s.ok} ok, "
                       f"{s.dead} dead letters; tokens {s.tokens_in} in / {s.tokens_out} out")
@@ -152,7 +166,8 @@ def _report(stage) -> None:
         for r in stage.results:
             _print_curate(r)
         return
-    printer = {"ingest": _print_ingest, "scrub": _print_scrub, "users": _print_users, "llm": _print_llm,
+    printer = {"ingest": _print_ingest, "scrub": _print_scrub, "label": _print_label, "users": _print_users,
+               "llm": _print_llm,
                "emit": _print_emit}[stage.name]
     if stage.result is not None:
         printer(stage.result)
@@ -214,8 +229,20 @@ def scrub() -> None:
 
 
 @app.command()
+def label(
+    retry_dead: bool = typer.Option(False, "--retry-dead", help="Give dead letters a fresh set of attempts."),
+) -> None:
+    """Label every scrubbed record (quality, harm) through the ledger -> record_labels, the gate."""
+    from lewin.jobs.label import LabelStage
+
+    cfg = _load()
+    with _store(cfg) as store:
+        _execute(store, cfg, LabelStage(retry_dead))
+
+
+@app.command()
 def users() -> None:
-    """Rebuild the timelines of users whose scrubbed records changed (users)."""
+    """Rebuild the timelines of users whose kept records changed (users)."""
     from lewin.jobs.users import UsersStage
 
     cfg = _load()
@@ -227,7 +254,7 @@ def users() -> None:
 def llm(
     retry_dead: bool = typer.Option(False, "--retry-dead", help="Give dead letters a fresh set of attempts."),
 ) -> None:
-    """LLM stages: quality labels, synthesis, judging, gold (resumable; see llm_ledger)."""
+    """LLM stages: notes, synthesis, judging, gold (resumable; see llm_ledger)."""
     from lewin.jobs.llm import LlmStage
 
     cfg = _load()

@@ -99,6 +99,8 @@ def _silver_projection(df: DataFrame, stream: StreamSpec, run_id: str) -> list:
             c = F.col("_run_id")
         elif f.name == "_curate_run_id":
             c = F.lit(run_id)
+        elif f.name == "kind":
+            c = F.lit(stream.kind)
         elif f.name in carry:
             c = F.col(f.name)
         elif f.name in ("record_id", "source", "user_id", "event_ts"):

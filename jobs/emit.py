@@ -1,6 +1,6 @@
 """Job: gold artifacts + user timelines -> training shards, MCQ evaluation sets, manifest.
 
-gold_* + users (+ scrubbed Reddit comments with their parent ids, the item catalogue ``silver_items``)
+gold_* + users (+ the kept Reddit comments with their parent ids, the item catalogue ``silver_items``)
   -> six task builders (lewin.udfs.training_tasks) -> samples with a stable sample_id
   -> split by user (seeded hash) -> balanced per (task, source) -> ``shard_samples`` (Delta)
   -> held-out samples -> MCQ items (distractors through the LLM ledger) -> ``mcq_items`` (Delta)
@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lewin.jobs import llm as llm_job
+from lewin.jobs.users import kept_records
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import shards as S
@@ -97,9 +98,9 @@ def task_rows(store: TableStore, cfg: LewinConfig) -> DataFrame:
         elif task == "writing_imitation":
             parts.append(tasks.writing_imitation(users, _gold(store, "writing_style"), items, ec.seed, ec.history_records,
                                                  ec.history_record_chars))
-        elif task == "personalized_commenting" and store.exists("silver_records_scrubbed"):
+        elif task == "personalized_commenting" and store.exists("record_labels"):
             # which parent a comment answers is carried into silver (parent_id); texts are the scrubbed ones
-            scrubbed = store.read("silver_records_scrubbed")
+            scrubbed = kept_records(store)
             parents = scrubbed.where(F.col("parent_id").isNotNull()).select("record_id", "parent_id")
             parts.append(tasks.personalized_commenting(scrubbed, parents, ec.history_records, ec.history_record_chars))
         elif task == "item_selection":
@@ -310,7 +311,7 @@ def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: 
                 per_task[t] += n
                 per_source[s] += n
     upstream = {name: store.version(name) for name in
-                ["users", "silver_records_scrubbed"] + [f"gold_{a}" for a in ("persona", "profile", "writing_style", "scenario", "social_qa")]
+                ["users", "silver_records_scrubbed", "record_labels"] + [f"gold_{a}" for a in ("persona", "profile", "writing_style", "scenario", "social_qa")]
                 if store.exists(name)}
     manifest = {
         "lewin_code_version": _code_version(),
@@ -339,7 +340,7 @@ def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: 
 class EmitStage(Stage):
     name = "emit"
     summary = "gold_* + users -> training shards (train/test by user), MCQ sets, manifest, dataset_info"
-    reads = ("users", "gold_*", "silver_records_scrubbed", "silver_items", "shard_samples", "mcq_items", "llm_ledger")
+    reads = ("users", "gold_*", "silver_records_scrubbed", "record_labels", "silver_items", "shard_samples", "mcq_items", "llm_ledger")
     writes = ("shard_samples", "mcq_items", "llm_ledger")
     depends_on = ("llm",)
 

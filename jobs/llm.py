@@ -1,15 +1,17 @@
-"""Job: LLM stages — quality labels, synthesis, judging, gold — with a resumable ledger.
+"""Job: LLM synthesis, judging and gold over the labelled user timelines, with a resumable ledger.
 
-quality (per record, over scrubbed text only) -> eligible records (quality in ``llm.quality_keep``,
-not harmful) -> persona, profile, stories, writing_style (per user) and scenario, social_qa (per
-record) -> judge_<artifact> -> ``judged_<artifact>`` -> ``gold_<artifact>`` (overall >
-``judge_overall_gt`` and every other score > ``judge_others_gt``).
+users (timelines of records the ``label`` stage kept) -> notes of long histories (``user_notes``)
+-> persona, profile, stories, writing_style (per user, from ``llm.profile_kinds``) and scenario,
+social_qa (per record, from ``llm.experience_kinds``) -> judge_<artifact> (per item for stories
+and QA) -> ``judged_<artifact>`` -> ``gold_<artifact>`` (overall > ``judge_overall_gt`` and
+every other score > ``judge_others_gt``).
 
-Every prompt is a row of ``llm_ledger`` keyed by (artifact, input, prompt version, model,
-sampling hash). A run sends only what the ledger does not hold as done: a rerun makes no call, a
-new prompt version or model reruns exactly its rows, failed rows are retried up to
+Every prompt is a row of ``llm_ledger`` keyed by (artifact, input, input content, prompt
+version, model, sampling). A run sends only what the ledger does not hold as done: a rerun makes
+no call, a new prompt version or model reruns exactly its rows, failed rows are retried up to
 ``llm.max_attempts`` and then stay as dead letters. Prompts go out in chunks, each chunk's
 replies are written to the ledger before the next starts: a crash loses at most one chunk.
+The quality/harm labels go through the same ledger in the ``label`` stage (jobs/label.py).
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ from datetime import datetime, timezone
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
-from lewin.schemas.config import LewinConfig
-from lewin.schemas.llm import JUDGE_METRICS, PER_RECORD, PER_USER
+from lewin.schemas.config import LewinConfig, LlmEngineConfig
+from lewin.schemas.llm import JUDGE_METRICS, PER_ITEM, PER_RECORD, PER_USER
 from lewin.udfs.ids import stable_id
 from lewin.udfs.llm_backends import BackendSpec, Sampling
 from lewin.udfs.llm_prompts import LEDGER_FIELDS, PromptOptions, prompt_for, run_batch
 from lewin.udfs.pool import map_in_arrow_pooled
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
@@ -40,11 +42,18 @@ log = logging.getLogger(__name__)
 _LEDGER_OUT = StructType([
     StructField(n, {"string": StringType(), "int32": IntegerType(), "int64": LongType()}[str(t)]) for n, t in LEDGER_FIELDS
 ])
+KEYS = ["source", "user_id"]
+# a hierarchy of notes deeper than this is not summarised further (the prompt may then be too long)
+MAX_NOTE_LEVELS = 4
+# the items of the artifacts judged one by one
+ITEM_SCHEMAS = {"stories": "array<struct<summary:string,narrative:string>>",
+                "social_qa": "array<struct<type:string,scenario:string,question:string,answer:string>>"}
 
 
 @dataclass
 class ArtifactResult:
     artifact: str
+    stage: str = "llm"
     inputs: int = 0
     sent: int = 0
     ok: int = 0
@@ -56,7 +65,7 @@ class ArtifactResult:
     def funnel(self, gold: int | None) -> Funnel:
         # in = inputs; kept = ok replies; rejected = dead letters and (rarely) prompts still failed,
         # which the next run retries
-        return Funnel(stage="llm", source=self.artifact, records_in=self.inputs, kept=self.ok,
+        return Funnel(stage=self.stage, source=self.artifact, records_in=self.inputs, kept=self.ok,
                       rejected=self.dead + self.failed,
                       detail={"calls": self.sent, "ok": self.ok, "failed": self.failed, "dead": self.dead,
                               "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "gold": gold})
@@ -67,14 +76,26 @@ class LlmResult:
     run_id: str
     stages: list[ArtifactResult] = field(default_factory=list)
     gold: dict[str, int] = field(default_factory=dict)
+    users: int = 0
+    """Selected users with records of the profile kinds."""
+    users_below_min: int = 0
+    users_summarised: int = 0
+    users_incomplete_notes: int = 0
 
     @property
     def calls(self) -> int:
         return sum(s.sent for s in self.stages)
 
 
-def backend_spec(cfg: LewinConfig) -> BackendSpec:
-    e = cfg.llm.engine
+def engine_config(cfg: LewinConfig, artifact: str) -> LlmEngineConfig:
+    """The judge engine for judge_* artifacts (the writer's when none is configured), else the writer's."""
+    if artifact.startswith("judge_") and cfg.llm.judge_engine is not None:
+        return cfg.llm.judge_engine
+    return cfg.llm.engine
+
+
+def backend_spec(cfg: LewinConfig, artifact: str = "") -> BackendSpec:
+    e = engine_config(cfg, artifact)
     return BackendSpec(kind=e.kind, model=e.model, model_path=e.model_path, base_url=e.base_url,
                       api_key_env=e.api_key_env, n_ctx=e.n_ctx, threads=e.threads_per_worker,
                       tensor_parallel_size=e.tensor_parallel_size, gpu_memory_utilization=e.gpu_memory_utilization,
@@ -88,10 +109,11 @@ def _limits(cfg: LewinConfig) -> dict[str, int]:
             "profile_max_words": lc.profile_max_words}
 
 
-def prompt_options(cfg: LewinConfig) -> PromptOptions:
+def prompt_options(cfg: LewinConfig, artifact: str = "") -> PromptOptions:
     lc = cfg.llm
     return PromptOptions(
-        engine=backend_spec(cfg), sampling=Sampling(lc.sampling.temperature, lc.sampling.top_p, 0, lc.sampling.seed),
+        engine=backend_spec(cfg, artifact),
+        sampling=Sampling(lc.sampling.temperature, lc.sampling.top_p, 0, lc.sampling.seed),
         max_tokens=tuple(sorted(lc.max_tokens.items())), limits=tuple(sorted(_limits(cfg).items())),
         qa_per_record=lc.qa_per_record, record_max_chars=lc.record_max_chars,
         history_max_chars=lc.history_max_chars, max_attempts=lc.max_attempts,
@@ -99,47 +121,143 @@ def prompt_options(cfg: LewinConfig) -> PromptOptions:
 
 
 def params_hash(cfg: LewinConfig, artifact: str) -> str:
-    """What besides the prompt and model changes the reply: sampling, budget, limits, QA count."""
+    """What besides the prompt, input and model changes the reply: sampling, the reply budget and
+    the settings the artifact's prompt uses (so a new QA count does not relabel every record)."""
     lc = cfg.llm
+    subject = artifact.removeprefix("judge_")
     budget = lc.max_tokens.get("judge" if artifact.startswith("judge_") else artifact)
-    payload = [lc.sampling.model_dump(), budget, _limits(cfg), lc.qa_per_record, lc.record_max_chars, lc.history_max_chars]
+    uses: list = [lc.record_max_chars]
+    if subject in PER_USER or subject == "user_notes":
+        uses += [lc.history_max_chars, _limits(cfg) if subject in PER_USER else None]
+    if subject == "social_qa":
+        uses.append(lc.qa_per_record)
+    payload = [lc.sampling.model_dump(), budget, uses]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # --- inputs ------------------------------------------------------------------------------------------
-def selected_records(store: TableStore, cfg: LewinConfig) -> DataFrame:
-    """Scrubbed records the LLM stages may use: the selected users' latest N records."""
-    lc = cfg.llm
-    scrubbed = store.read("silver_records_scrubbed")
-    if lc.max_users:
-        users = (store.read("users").orderBy(F.desc("n_records"), "source", "user_id").limit(lc.max_users)
-                 .select("source", "user_id"))
-        scrubbed = scrubbed.join(users, ["source", "user_id"], "left_semi")
-    w = Window.partitionBy("source", "user_id").orderBy(F.desc("event_ts"), F.desc("record_id"))
-    return scrubbed.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= lc.max_records_per_user).drop("_rn")
+def _date(col: str = "event_ts") -> Column:
+    return F.date_format(col, "yyyy-MM-dd")
 
 
-def _record_inputs(records: DataFrame) -> DataFrame:
+def timeline_records(store: TableStore, cfg: LewinConfig) -> DataFrame:
+    """The records of the users' timelines (already gated by the labels), one row each: with
+    ``llm.max_users``, only the users with the most records."""
+    users = store.read("users")
+    if cfg.llm.max_users:
+        users = users.orderBy(F.desc("n_records"), "source", "user_id").limit(cfg.llm.max_users)
+    return users.select(*KEYS, F.explode("records").alias("r")).select(*KEYS, "r.*")
+
+
+def record_inputs(records: DataFrame) -> DataFrame:
+    """One prompt input per record: ``{"text", "date"}`` (labels, scenarios and QA alike, so their
+    prompts share the record as a prefix)."""
     return records.select(
         F.col("record_id").alias("input_id"), "user_id", "source",
-        F.to_json(F.struct(F.col("text"), F.date_format("event_ts", "yyyy-MM-dd").alias("date"))).alias("context"),
+        F.to_json(F.struct(F.col("text"), _date().alias("date"))).alias("context"),
     )
 
 
-def _user_inputs(records: DataFrame) -> DataFrame:
-    rec = F.struct(F.col("event_ts").alias("ts"), F.col("record_id").alias("id"),
-                   F.date_format("event_ts", "yyyy-MM-dd").alias("date"), F.col("text"))
-    return records.groupBy("source", "user_id").agg(F.sort_array(F.collect_list(rec)).alias("records")).select(
-        F.concat_ws(":", "source", "user_id").alias("input_id"), "user_id", "source",
-        F.to_json(F.struct("records")).alias("context"))
+def experience_records(records: DataFrame, cfg: LewinConfig) -> DataFrame:
+    """Per-record artifacts' records: of the experience kinds, each user's latest N."""
+    lc = cfg.llm
+    w = Window.partitionBy(*KEYS).orderBy(F.desc("event_ts"), F.desc("record_id"))
+    mine = records.where(F.col("kind").isin(lc.experience_kinds))
+    return mine.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= lc.max_records_per_user).drop("_rn")
 
 
-def eligible_records(store: TableStore, cfg: LewinConfig, records: DataFrame) -> DataFrame:
-    labels = store.read("synth_quality", T.SYNTH).select(
-        F.col("input_id").alias("record_id"), F.get_json_object("output", "$.quality").alias("q"),
-        F.get_json_object("output", "$.harmful").alias("h"))
-    ok = labels.where(F.col("q").isin(cfg.llm.quality_keep) & (F.col("h") == "no")).select("record_id")
-    return records.join(ok, "record_id", "left_semi")
+def _rec_struct() -> Column:
+    return F.struct(F.col("event_ts").alias("ts"), F.col("record_id").alias("id"), _date().alias("date"), F.col("text"))
+
+
+def _notes_context(df: DataFrame, group: list[str]) -> DataFrame:
+    """Notes rows (``idx, from, to, text``) -> one ``{"notes": [...]}`` per group, oldest first."""
+    note = F.struct(F.col("idx"), F.col("from"), F.col("to"), F.col("text"))
+    return df.groupBy(*group).agg(F.sort_array(F.collect_list(note)).alias("notes"),
+                                  F.min("from").alias("from"), F.max("to").alias("to"))
+
+
+def _chunked(df: DataFrame, order: list[str], length: Column, chunk_chars: int) -> DataFrame:
+    """Chronological chunks: a row's chunk is the characters before it (in its user's ``order``)
+    // chunk_chars, so a chunk holds at most chunk_chars + one row, and a user's new rows change
+    only the last chunk (earlier chunks, and their ledger rows, stay the same)."""
+    before = Window.partitionBy(*KEYS).orderBy(*order).rowsBetween(Window.unboundedPreceding, -1)
+    return df.withColumn("_chunk", F.floor(F.coalesce(F.sum(length).over(before), F.lit(0)) / chunk_chars).cast("int"))
+
+
+def user_inputs(ctx: RunContext, records: DataFrame, result: LlmResult, retry_dead: bool = False) -> DataFrame:
+    """One per-user input per user with enough records of the profile kinds: the whole history
+    when it fits ``llm.history_max_chars``, else notes on the older records (chronological chunks
+    through the ledger, noted again level by level until they fit) plus the latest records that
+    fit half the budget. Every kept record informs the prompt, verbatim or through notes; a user
+    whose notes could not all be written (dead letters) gets no per-user artifacts."""
+    lc = ctx.cfg.llm
+    hist, half = lc.history_max_chars, lc.history_max_chars // 2
+    chunk_chars = hist - lc.record_max_chars  # config guarantees >= record_max_chars
+    mine = records.where(F.col("kind").isin(lc.profile_kinds))
+    by_user = Window.partitionBy(*KEYS)
+    newer = Window.partitionBy(*KEYS).orderBy(F.desc("event_ts"), F.desc("record_id")).rowsBetween(
+        Window.unboundedPreceding, -1)
+    counts = mine.groupBy(*KEYS).count()
+    result.users = counts.count()
+    result.users_below_min = counts.where(F.col("count") < lc.min_records_per_user).count()
+    r = (mine.withColumn("_len", F.least(F.length(F.coalesce("text", F.lit(""))), F.lit(lc.record_max_chars)))
+         .withColumn("_n", F.count(F.lit(1)).over(by_user)).where(F.col("_n") >= lc.min_records_per_user)
+         .withColumn("_total", F.sum("_len").over(by_user))
+         .withColumn("_newer", F.coalesce(F.sum("_len").over(newer), F.lit(0))))
+    # recent: everything when it fits; else the latest records within half the budget (the latest always)
+    recent = (F.col("_total") <= hist) | (F.col("_newer") == 0) | (F.col("_newer") + F.col("_len") <= half)
+    r = ctx.materialize("llm_history", r.withColumn("_recent", recent))
+    recent_rows = r.where("_recent")
+    recent_ctx = recent_rows.groupBy(*KEYS).agg(F.sort_array(F.collect_list(_rec_struct())).alias("records"),
+                                                F.sum("_len").alias("_recent_len"))
+    older = _chunked(r.where(~F.col("_recent")), ["event_ts", "record_id"], F.col("_len"), chunk_chars)
+    chunks = older.groupBy(*KEYS, "_chunk").agg(F.sort_array(F.collect_list(_rec_struct())).alias("records"),
+                                                F.min(_date()).alias("from"), F.max(_date()).alias("to"))
+    chunks = ctx.materialize("llm_notes_in_0", chunks)
+    result.users_summarised = chunks.select(*KEYS).distinct().count()
+    notes = None
+    level_inputs = chunks.select(*KEYS, F.col("_chunk").alias("idx"), "from", "to",
+                                 F.to_json(F.struct("records")).alias("context"))
+    incomplete = None
+    for level in range(MAX_NOTE_LEVELS):
+        level_inputs = ctx.materialize(f"llm_notes_ctx_{level}", level_inputs.withColumn(
+            "input_id", F.concat_ws(":", "source", "user_id", F.lit(f"notes{level}"), F.col("idx").cast("string"))))
+        if level_inputs.count() == 0:
+            break
+        res, ok = generate(ctx, "user_notes", level_inputs, retry_dead)
+        res.artifact = f"user_notes_{level}"
+        result.stages.append(res)
+        written = level_inputs.join(ok, "input_id").select(
+            *KEYS, "idx", "from", "to", F.get_json_object("output", "$.notes").alias("text"))
+        written = ctx.materialize(f"llm_notes_out_{level}", written)
+        # a user missing any chunk's notes is incomplete
+        missing = level_inputs.select(*KEYS, "idx").join(written.select(*KEYS, "idx"), [*KEYS, "idx"], "left_anti")
+        missing = missing.select(*KEYS).distinct()
+        incomplete = missing if incomplete is None else incomplete.unionByName(missing).distinct()
+        replaced = level_inputs.select(*KEYS).distinct()
+        notes = written if notes is None else notes.join(replaced, KEYS, "left_anti").unionByName(written)
+        notes = ctx.materialize(f"llm_notes_{level}", notes)
+        # users whose notes (with the recent records) still exceed the budget: note the notes
+        sizes = notes.groupBy(*KEYS).agg(F.sum(F.length("text")).alias("_notes_len"), F.count(F.lit(1)).alias("_k"))
+        sizes = sizes.join(recent_ctx.select(*KEYS, "_recent_len"), KEYS, "left")
+        over = sizes.where((F.col("_notes_len") + F.coalesce("_recent_len", F.lit(0)) > hist) & (F.col("_k") > 1))
+        again = _chunked(notes.join(over, KEYS, "left_semi"), ["idx"], F.length("text"), chunk_chars)
+        grouped = _notes_context(again.withColumn("_g", F.col("_chunk")), [*KEYS, "_g"])
+        level_inputs = grouped.select(*KEYS, F.col("_g").alias("idx"), "from", "to",
+                                      F.to_json(F.struct("notes")).alias("context"))
+    users = recent_ctx
+    if notes is not None:
+        users = users.join(_notes_context(notes, KEYS).select(*KEYS, "notes"), KEYS, "left")
+    else:
+        users = users.withColumn("notes", F.lit(None).cast("array<struct<idx:int,from:string,to:string,text:string>>"))
+    if incomplete is not None:
+        incomplete = ctx.materialize("llm_notes_incomplete", incomplete)
+        result.users_incomplete_notes = incomplete.count()
+        users = users.join(incomplete, KEYS, "left_anti")
+    # to_json leaves out a null "notes": a short history's context is just its records
+    return users.select(F.concat_ws(":", "source", "user_id").alias("input_id"), "user_id", "source",
+                        F.to_json(F.struct("notes", "records")).alias("context"))
 
 
 # --- one artifact ------------------------------------------------------------------------------------
@@ -147,7 +265,7 @@ def keyed_inputs(cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFram
     """Inputs with their ledger key: (artifact, input, input content, prompt version, model,
     sampling). The content hash makes a changed input (a user's new posts) a new prompt."""
     prompt = prompt_for(artifact)
-    model, ph = cfg.llm.engine.model, params_hash(cfg, artifact)
+    model, ph = engine_config(cfg, artifact).model, params_hash(cfg, artifact)
     input_hash = F.substring(F.sha2("context", 256), 1, 16)
     return inputs.select(
         stable_id(F.lit(artifact), "input_id", input_hash, F.lit(prompt.version), F.lit(model), F.lit(ph)
@@ -158,18 +276,19 @@ def keyed_inputs(cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFram
     )
 
 
-def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> ArtifactResult:
+def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False,
+                 stage: str = "llm") -> ArtifactResult:
     """Send every input the ledger does not hold as done; write replies chunk by chunk. Failed
     prompts are retried within the run (another seed each time) until they succeed or reach
     ``llm.max_attempts`` and become dead letters, so a rerun has nothing left to send.
     ``retry_dead`` gives dead letters (but not over-long prompts) a fresh set of attempts."""
     store, cfg, run_id = ctx.store, ctx.cfg, ctx.run_id
-    res = ArtifactResult(artifact)
+    res = ArtifactResult(artifact, stage)
     keyed = ctx.materialize("llm_keyed", keyed_inputs(cfg, artifact, inputs))
     res.inputs = keyed.count()
     task = ctx.progress.task(f"llm {artifact}", "prompts")
     store.ensure("llm_ledger", T.LLM_LEDGER)
-    opts = prompt_options(cfg)
+    opts = prompt_options(cfg, artifact)
     fn = functools.partial(run_batch, opts=opts)
     for round_no in range(cfg.llm.max_attempts + 1):
         ledger = store.read("llm_ledger").where(F.col("artifact") == artifact).select(
@@ -211,11 +330,12 @@ def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: 
     return res
 
 
-def generate(ctx: RunContext, artifact: str, inputs: DataFrame) -> tuple[ArtifactResult, DataFrame]:
+def generate(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False,
+             stage: str = "llm") -> tuple[ArtifactResult, DataFrame]:
     """The LLM stage's API for other stages: send ``inputs`` (``input_id, user_id, source,
     context``) for ``artifact`` through the ledger, return the result and the ok replies of these
     inputs (``input_id, output, model``)."""
-    res = run_artifact(ctx, artifact, inputs)
+    res = run_artifact(ctx, artifact, inputs, retry_dead, stage)
     keys = keyed_inputs(ctx.cfg, artifact, inputs).select("ledger_key")
     ok = ctx.store.read("llm_ledger").where((F.col("artifact") == artifact) & (F.col("status") == "ok"))
     return res, ok.join(keys, "ledger_key", "left_semi").select("input_id", "output", "model")
@@ -228,46 +348,64 @@ def publish_synth(ctx: RunContext, artifact: str, inputs: DataFrame) -> None:
     ok = store.read("llm_ledger").where((F.col("artifact") == artifact) & (F.col("status") == "ok"))
     rows = ok.join(current, "ledger_key", "left_semi").select(
         F.lit(artifact).alias("artifact"), "input_id", "user_id", "source",
-        (F.col("input_id") if artifact in PER_RECORD or artifact == "quality" else F.lit(None).cast("string")).alias("record_id"),
+        (F.col("input_id") if artifact in PER_RECORD else F.lit(None).cast("string")).alias("record_id"),
         "output", "prompt_version", "model", "ledger_key")
-    _replace_if_changed(ctx, f"synth_{artifact}", rows, T.SYNTH)
+    replace_if_changed(ctx, f"synth_{artifact}", rows, T.SYNTH)
 
 
-def _replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema) -> None:
-    """Upsert by input_id and drop stale inputs, writing nothing when nothing differs (reruns)."""
+def replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema, key: str = "input_id",
+                       ignore: tuple[str, ...] = ()) -> None:
+    """Upsert by ``key`` and drop stale keys, writing nothing when nothing differs (reruns);
+    ``ignore``: columns (a run id) whose change alone is no change."""
     store = ctx.store
     store.ensure(table, schema)
     new = ctx.materialize(f"new_{table}", rows)
     cur = store.read(table)
-    cols = [f.name for f in schema.fields]
+    cols = [f.name for f in schema.fields if f.name not in ignore]
     changed = new.select(*cols).exceptAll(cur.select(*cols))
-    stale = cur.select("input_id").join(new.select("input_id"), "input_id", "left_anti")
+    stale = cur.select(key).join(new.select(key), key, "left_anti")
     if changed.limit(1).count():
-        store.upsert(table, new.join(changed.select("input_id"), "input_id", "left_semi"), ["input_id"], schema)
+        store.upsert(table, new.join(changed.select(key), key, "left_semi"), [key], schema)
     if stale.limit(1).count():
-        store.delete_keys(table, stale, ["input_id"])
+        store.delete_keys(table, stale, [key])
+
+
+def _json_string(col: str) -> Column:
+    """A string column as a JSON string literal (quoted and escaped by to_json)."""
+    return F.regexp_extract(F.to_json(F.struct(F.col(col).alias("s"))), r'(?s)^\{"s":(.*)\}$', 1)
+
+
+def judge_inputs(store: TableStore, artifact: str, inputs: DataFrame) -> DataFrame:
+    """The judge's inputs from synth_<artifact>: one per reply, or one per item for stories and QA.
+    The context holds the writer's own input and the judged output, so the judge prompt starts
+    with exactly the source block the writer saw."""
+    synth = store.read(f"synth_{artifact}", T.SYNTH)
+    base = synth.join(inputs.select("input_id", F.col("context").alias("_src")), "input_id")
+    cols = [f.name for f in T.SYNTH.fields]
+    if artifact in PER_ITEM:
+        items = F.from_json(F.get_json_object("output", f"$.{PER_ITEM[artifact]}"), ITEM_SCHEMAS[artifact])
+        base = base.select(*cols, "_src", F.posexplode(items).alias("_pos", "_item"))
+        base = base.select(*[F.concat_ws("#", "input_id", F.col("_pos").cast("string")).alias("input_id") if c == "input_id"
+                             else F.to_json("_item").alias("output") if c == "output" else F.col(c) for c in cols],
+                           "_src", F.concat_ws("#", "ledger_key", F.col("_pos").cast("string")).alias("_judge_key"))
+    else:
+        base = base.withColumn("_judge_key", F.col("ledger_key"))
+    context = F.concat(F.lit('{"source":'), F.col("_src"), F.lit(',"output":'), _json_string("output"), F.lit("}"))
+    return base.withColumn("context", context)
 
 
 def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> ArtifactResult:
-    """Score synth_<artifact>; judged_<artifact> keeps all scores, gold_<artifact> the accepted."""
+    """Score synth_<artifact>; judged_<artifact> keeps all scores, gold_<artifact> the accepted
+    (items, for stories and QA: a bad item does not sink its list)."""
     store, cfg = ctx.store, ctx.cfg
-    synth = store.read(f"synth_{artifact}", T.SYNTH)
-    sources = inputs.select("input_id", F.col("context").alias("_src"))
-    if artifact in PER_USER:
-        source_text = F.array_join(F.transform(F.from_json(F.get_json_object("_src", "$.records"),
-                                                          "array<struct<date:string,text:string>>"),
-                                               lambda r: F.concat(F.lit("- ("), r["date"], F.lit(") "), r["text"])), "\n")
-    else:
-        source_text = F.get_json_object("_src", "$.text")
-    judge_inputs = synth.join(sources, "input_id").select(
-        F.col("ledger_key").alias("input_id"), "user_id", "source",
-        F.to_json(F.struct(source_text.alias("source"), F.col("output").alias("output"))).alias("context"))
+    items = ctx.materialize(f"judge_items_{artifact}", judge_inputs(store, artifact, inputs))
+    jin = items.select(F.col("_judge_key").alias("input_id"), "user_id", "source", "context")
     jname = f"judge_{artifact}"
-    res = run_artifact(ctx, jname, judge_inputs, retry_dead)
-    current = keyed_inputs(cfg, jname, judge_inputs).select("ledger_key")
+    res = run_artifact(ctx, jname, jin, retry_dead)
+    current = keyed_inputs(cfg, jname, jin).select("ledger_key")
     verdicts = store.read("llm_ledger").where((F.col("artifact") == jname) & (F.col("status") == "ok")).join(
         current, "ledger_key", "left_semi"
-    ).select(F.col("input_id").alias("ledger_key"), F.col("output").alias("_verdict"), F.col("prompt_version").alias("_jv"),
+    ).select(F.col("input_id").alias("_judge_key"), F.col("output").alias("_verdict"), F.col("prompt_version").alias("_jv"),
              F.col("model").alias("_jm"))
     metrics = JUDGE_METRICS[artifact]
     scores = F.create_map(*[x for m in metrics
@@ -276,23 +414,22 @@ def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = 
     accepted = (F.col("scores")["overall"] > cfg.llm.judge_overall_gt)
     for m in others:
         accepted = accepted & (F.col("scores")[m] > cfg.llm.judge_others_gt)
-    judged = synth.join(verdicts, "ledger_key").select(
+    judged = items.join(verdicts, "_judge_key").select(
         *[F.col(f.name) for f in T.SYNTH.fields], F.col("_jm").alias("judge_model"), F.col("_jv").alias("judge_prompt_version"),
-        scores.alias("scores")).withColumn("overall", F.col("scores")["overall"]).withColumn(
-        "reasons", F.lit(None).cast("string")).withColumn("accepted", F.coalesce(accepted, F.lit(False)))
-    reasons = verdicts.select("ledger_key", F.get_json_object("_verdict", "$.reasons").alias("_r"))
-    judged = judged.join(reasons, "ledger_key", "left").withColumn("reasons", F.col("_r")).drop("_r")
+        scores.alias("scores"), F.get_json_object("_verdict", "$.reasons").alias("reasons"))
+    judged = judged.withColumn("overall", F.col("scores")["overall"]).withColumn("accepted", F.coalesce(accepted, F.lit(False)))
     judged = judged.select(*[F.col(f.name).cast(f.dataType) for f in T.JUDGED.fields])
-    _replace_if_changed(ctx, f"judged_{artifact}", judged, T.JUDGED)
-    _replace_if_changed(ctx, f"gold_{artifact}", store.read(f"judged_{artifact}").where("accepted"), T.JUDGED)
+    replace_if_changed(ctx, f"judged_{artifact}", judged, T.JUDGED)
+    replace_if_changed(ctx, f"gold_{artifact}", store.read(f"judged_{artifact}").where("accepted"), T.JUDGED)
     return res
 
 
 # --- the whole stage ---------------------------------------------------------------------------------
 class LlmStage(Stage):
     name = "llm"
-    summary = "quality labels, synthesis, judging -> synth_*, judged_*, gold_* (resumable ledger)"
-    reads = ("silver_records_scrubbed", "users", "llm_ledger", "synth_*", "judged_*", "gold_*")
+    summary = ("users -> notes of long histories, persona/profile/stories/style per user, scenario/QA per record, "
+               "judged item by item -> synth_*, judged_*, gold_* (resumable ledger)")
+    reads = ("users", "llm_ledger", "synth_*", "judged_*", "gold_*")
     writes = ("llm_ledger", "synth_*", "judged_*", "gold_*")
     depends_on = ("users",)
 
@@ -302,35 +439,45 @@ class LlmStage(Stage):
 
     def run(self, ctx: RunContext) -> list[Funnel]:
         self.result = _run_llm(ctx, self.retry_dead)
+        r = self.result
         # a judge's row carries its artifact's gold count
-        return [s.funnel(self.result.gold.get(s.artifact.removeprefix("judge_")) if s.artifact.startswith("judge_")
-                         else None) for s in self.result.stages]
+        funnels = [s.funnel(r.gold.get(s.artifact.removeprefix("judge_")) if s.artifact.startswith("judge_") else None)
+                   for s in r.stages]
+        # users: in = selected; kept = with a per-user input; rejected = below llm.min_records_per_user
+        # or with incomplete notes (dead letters)
+        dropped = r.users_below_min + r.users_incomplete_notes
+        funnels.append(Funnel(stage="llm", source="users", records_in=r.users, kept=r.users - dropped, rejected=dropped,
+                              detail={"summarised": r.users_summarised, "below_min_records": r.users_below_min,
+                                      "incomplete_notes": r.users_incomplete_notes}))
+        return funnels
 
 
 def run_llm(store: TableStore, cfg: LewinConfig, run_id: str | None = None, retry_dead: bool = False) -> LlmResult:
     return LlmStage(retry_dead).execute_for_result(store, cfg, run_id)
 
 
+def warn_self_judging(cfg: LewinConfig) -> None:
+    if cfg.llm.judge_engine is None:
+        log.warning("llm.judge_engine is not set: %s judges its own output (the paper judged with a different "
+                    "model, Qwen2.5-72B-Instruct)", cfg.llm.engine.model)
+
+
 def _run_llm(ctx: RunContext, retry_dead: bool) -> LlmResult:
     store, cfg = ctx.store, ctx.cfg
     result = LlmResult(ctx.run_id)
-    if not cfg.llm.enabled or not store.exists("silver_records_scrubbed"):
+    if not cfg.llm.enabled or not store.exists("users"):
         return result
+    warn_self_judging(cfg)
     store.ensure("llm_ledger", T.LLM_LEDGER)
-    records = ctx.materialize("llm_records", selected_records(store, cfg))
+    records = ctx.materialize("llm_records", timeline_records(store, cfg))
     arts = list(cfg.llm.artifacts)
-    if "quality" in arts:
-        q_inputs = _record_inputs(records)
-        result.stages.append(run_artifact(ctx, "quality", q_inputs, retry_dead))
-        publish_synth(ctx, "quality", q_inputs)
-        store.ensure("synth_quality", T.SYNTH)
-        eligible = eligible_records(store, cfg, records)
-    else:
-        eligible = records
-    eligible = ctx.materialize("llm_eligible", eligible)
-    for artifact in [a for a in arts if a != "quality"]:
-        inputs = _user_inputs(eligible) if artifact in PER_USER else _record_inputs(eligible)
-        inputs = ctx.materialize("llm_inputs", inputs)
+    per_user = per_record = None
+    if any(a in PER_USER for a in arts):
+        per_user = ctx.materialize("llm_user_inputs", user_inputs(ctx, records, result, retry_dead))
+    if any(a in PER_RECORD for a in arts):
+        per_record = ctx.materialize("llm_record_inputs", record_inputs(experience_records(records, cfg)))
+    for artifact in arts:
+        inputs = per_user if artifact in PER_USER else per_record
         result.stages.append(run_artifact(ctx, artifact, inputs, retry_dead))
         publish_synth(ctx, artifact, inputs)
         result.stages.append(judge(ctx, artifact, inputs, retry_dead))

@@ -6,13 +6,14 @@ from __future__ import annotations
 from lewin.jobs.curate import CurateStage
 from lewin.jobs.emit import EmitStage
 from lewin.jobs.ingest import IngestStage
+from lewin.jobs.label import LabelStage
 from lewin.jobs.llm import LlmStage
 from lewin.jobs.scrub import ScrubStage
 from lewin.jobs.stage import Stage
 from lewin.jobs.users import UsersStage
 from lewin.schemas.config import SOURCES, LewinConfig
 
-STAGES: tuple[type[Stage], ...] = (IngestStage, CurateStage, ScrubStage, UsersStage, LlmStage, EmitStage)
+STAGES: tuple[type[Stage], ...] = (IngestStage, CurateStage, ScrubStage, LabelStage, UsersStage, LlmStage, EmitStage)
 BY_NAME: dict[str, type[Stage]] = {s.name: s for s in STAGES}
 
 

@@ -1,7 +1,9 @@
-"""Job: per-user chronological timelines (``users``) from ``silver_records_scrubbed``.
+"""Job: per-user chronological timelines (``users``) from the kept records.
 
+The kept records are the rows of ``silver_records_scrubbed`` that ``record_labels`` keeps (the
+label stage's gate), with the LLM-cleaned text where ``llm.clean_rewrite`` produced one.
 One row per (source, user_id): counts, first/last time, mean length, active days, and the
-user's scrubbed records in time order (ties broken by record_id, so the order is deterministic).
+user's records in time order (ties broken by record_id, so the order is deterministic).
 Incremental: a per-user checksum (bit_xor of record hashes) finds the users whose records
 changed; only those are rebuilt and MERGEd, users with no records left are deleted. A rerun finds
 no change and writes nothing.
@@ -63,10 +65,10 @@ def timelines(scrubbed: DataFrame, max_records: int, run_id: str) -> DataFrame:
 
 class UsersStage(Stage):
     name = "users"
-    summary = "silver_records_scrubbed -> users: one chronological timeline per user (changed users only)"
-    reads = ("silver_records_scrubbed", "users")
+    summary = "kept records (silver_records_scrubbed x record_labels) -> users: one chronological timeline per user"
+    reads = ("silver_records_scrubbed", "record_labels", "users")
     writes = ("users",)
-    depends_on = ("scrub",)
+    depends_on = ("label",)
 
     def __init__(self):
         self.result: UsersResult | None = None
@@ -80,13 +82,24 @@ def build_users(store: TableStore, cfg: LewinConfig, run_id: str | None = None) 
     return UsersStage().execute_for_result(store, cfg, run_id)
 
 
+def kept_records(store: TableStore) -> DataFrame:
+    """The records the label stage keeps, with the text the dataset uses (the LLM-cleaned one when
+    there is one): what users, and every task, are built from."""
+    if not store.exists("record_labels"):
+        raise RuntimeError("record_labels does not exist: run `lewin label` before `lewin users` "
+                           "(timelines hold only labelled, kept records)")
+    kept = store.read("record_labels").where("keep").select("record_id", F.col("text").alias("_clean_text"))
+    scrubbed = store.read("silver_records_scrubbed").join(kept, "record_id", "inner")
+    return scrubbed.withColumn("text", F.coalesce("_clean_text", "text")).drop("_clean_text")
+
+
 def _build_users(ctx: RunContext) -> UsersResult:
     store, cfg, run_id = ctx.store, ctx.cfg, ctx.run_id
     result = UsersResult(run_id)
     store.ensure("users", T.USERS)
     if not store.exists("silver_records_scrubbed"):
         return result
-    scrubbed = store.read("silver_records_scrubbed")
+    scrubbed = kept_records(store)
     current = _checksums(scrubbed)
     existing = store.read("users").select(*KEYS, F.col("records_checksum").alias("_old"))
     changed = current.join(existing, KEYS, "left").where(

@@ -370,7 +370,9 @@ class UsersConfig(_Strict):
 
 
 # --- LLM stages (synthesis and judging) -------------------------------------------------------------
-LLM_ARTIFACTS = ("quality", "persona", "profile", "stories", "writing_style", "scenario", "social_qa")
+LLM_ARTIFACTS = ("persona", "profile", "stories", "writing_style", "scenario", "social_qa")
+# what a record of each built-in stream is (lewin.udfs.sources: StreamSpec.kind)
+RECORD_KINDS = ("submission", "comment", "tweet", "blog_post", "review")
 
 
 class LlmEngineConfig(_Strict):
@@ -402,6 +404,8 @@ class LlmSampling(_Strict):
 
 
 _DEMO = {
+    "record_max_chars": 800,
+    "history_max_chars": 2400,
     "quality_keep": ["high", "medium"],
     "judge_overall_gt": 2,
     "judge_others_gt": 1,
@@ -412,19 +416,42 @@ _DEMO = {
 }
 
 
+class CleanRewriteConfig(_Strict):
+    """§2.1's LLM rewrite of every scrubbed record (off by default: the deterministic cleaning in
+    curate does that work on CPU). A rewrite is used only if it passes deterministic checks that
+    it removed noise and added nothing; otherwise the record keeps its text and the reason."""
+
+    enabled: bool = False
+    max_length_ratio: float = Field(1.05, gt=0)
+    """rewrite chars <= ratio x original chars (cleaning removes, it does not add)."""
+    min_length_ratio: float = Field(0.3, ge=0)
+    """rewrite chars >= ratio x original chars (a rewrite that drops most of the post is a summary)."""
+    min_token_overlap: float = Field(0.9, ge=0, le=1)
+    """Share of the rewrite's distinct lower-cased words that occur in the original."""
+
+
 class LlmConfig(_Strict):
     enabled: bool = True
     profile: Literal["paper", "demo"] = "paper"
     """demo: thresholds the tiny CPU model can meet, and a small slice of users, so `lewin run`
     on the bundled sample exercises every stage in minutes. Keys set explicitly win."""
     engine: LlmEngineConfig = Field(default_factory=LlmEngineConfig)
+    """The writer: labels, cleaning, notes and synthesis (paper: Llama-3.3-70B-Instruct)."""
+    judge_engine: LlmEngineConfig | None = None
+    """The judge (paper: Qwen2.5-72B-Instruct, a different model from the writer). None: the
+    writer's engine judges its own output, which the run logs as a warning."""
     sampling: LlmSampling = Field(default_factory=LlmSampling)
     max_tokens: dict[str, int] = Field(default_factory=lambda: {
-        "quality": 96, "persona": 192, "profile": 640, "stories": 512, "writing_style": 192, "scenario": 320,
-        "social_qa": 512, "judge": 192, "distractor": 160})
+        "quality": 96, "clean_rewrite": 768, "user_notes": 320, "persona": 192, "profile": 640, "stories": 512,
+        "writing_style": 192, "scenario": 320, "social_qa": 512, "judge": 192, "distractor": 160})
+    labels: Literal["llm", "off"] = "llm"
+    """llm: every scrubbed record is labelled (quality, harm) through the ledger before timelines
+    are built, and only records labelled quality_keep and not harmful reach `users` and every
+    task; off: no gate (records kept as "unlabelled")."""
+    clean_rewrite: CleanRewriteConfig = Field(default_factory=CleanRewriteConfig)
     artifacts: list[Literal[LLM_ARTIFACTS]] = Field(default_factory=lambda: list(LLM_ARTIFACTS))  # type: ignore[valid-type]
     quality_keep: list[Literal["high", "medium", "low"]] = Field(default_factory=lambda: ["high"])
-    """Records labelled with these qualities (and harmful = no) are synthesised from."""
+    """Records labelled with these qualities (and not harmful) are kept (paper: high only)."""
     judge_overall_gt: int = Field(8, ge=0, le=10)
     judge_others_gt: int = Field(7, ge=0, le=10)
     """Accepted into gold when overall > judge_overall_gt and every other score > judge_others_gt."""
@@ -434,12 +461,25 @@ class LlmConfig(_Strict):
     qa_per_record: int = Field(3, ge=1, le=6)
     max_users: int | None = Field(None, ge=1)
     """Synthesise for at most N users (most records first): a budget for trial runs."""
+    min_records_per_user: int = Field(1, ge=1)
+    """Per-user artifacts only for users with at least N kept records of the profile kinds (the
+    paper states no minimum; its Amazon users have >= 8 through the k-core)."""
+    profile_kinds: list[Literal[RECORD_KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["submission", "tweet", "blog_post", "review"])
+    """Record kinds per-user synthesis reads: the paper's Reddit records are submissions, so
+    comments (which feed personalized commenting) are left out."""
+    experience_kinds: list[Literal[RECORD_KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["submission", "tweet", "blog_post"])
+    """Record kinds scenarios and social QA are made from: records telling the writer's own
+    experience (the paper's Table A1 has none for Amazon reviews)."""
     max_records_per_user: int = Field(50, ge=1)
-    """Per-record artifacts for a user's latest N eligible records."""
+    """Per-record artifacts for a user's latest N records of the experience kinds."""
     record_max_chars: int = Field(1500, ge=100)
     history_max_chars: int = Field(6000, ge=500)
-    """Per-user prompts hold the user's posts oldest first, each cut to record_max_chars; when
-    they exceed history_max_chars the oldest are dropped (the latest always stays)."""
+    """The history budget of a per-user prompt. A user whose kept records (each cut to
+    record_max_chars) exceed it is summarised hierarchically: older records in chronological
+    chunks of this size become notes (through the ledger), notes that still exceed it are noted
+    again, and the prompt holds the notes plus the latest records that fit half the budget."""
     chunk_size: int = Field(16, ge=1)
     """Prompts per Spark job between ledger writes: a crash loses at most one chunk."""
     max_attempts: int = Field(3, ge=1)
@@ -450,6 +490,10 @@ class LlmConfig(_Strict):
             for k, v in _DEMO.items():
                 if k not in self.model_fields_set:
                     object.__setattr__(self, k, v)
+        if self.history_max_chars < 2 * self.record_max_chars:
+            # a chunk of the history must hold at least one whole record beside another
+            raise ValueError(f"llm.history_max_chars ({self.history_max_chars}) must be at least twice "
+                             f"llm.record_max_chars ({self.record_max_chars})")
 
 
 # --- training shards and MCQ evaluation sets ----------------------------------------------------------

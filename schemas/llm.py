@@ -19,10 +19,32 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+HarmKind = Literal["none", "violence", "pornography", "privacy violation"]
+
+
 class QualityLabel(_Out):
+    """The paper's two labels (§2.1): quality high/medium/low, and harmful yes/no, asked as which
+    harm the post contains (its three kinds, or none) and derived: harmful = harm != "none"."""
+
     quality: Literal["high", "medium", "low"]
-    harmful: Literal["yes", "no"]
+    harm: HarmKind
     reason: str = Field(max_length=400)
+
+    @property
+    def harmful(self) -> str:
+        return "no" if self.harm == "none" else "yes"
+
+
+class CleanRewrite(_Out):
+    """§2.1's LLM cleaning: the post with HTML, URLs, formatting noise and non-English passages removed."""
+
+    text: str = Field(min_length=1, max_length=6000)
+
+
+class UserNotes(_Out):
+    """A chronological chunk of a user's history (or of earlier notes) distilled into notes."""
+
+    notes: str = Field(min_length=1, max_length=2500)
 
 
 class Persona(_Out):
@@ -88,6 +110,8 @@ class Judgement(_Out):
 
 OUTPUT_MODELS: dict[str, type[_Out]] = {
     "quality": QualityLabel,
+    "clean_rewrite": CleanRewrite,
+    "user_notes": UserNotes,
     "persona": Persona,
     "profile": Profile,
     "stories": Stories,
@@ -97,23 +121,61 @@ OUTPUT_MODELS: dict[str, type[_Out]] = {
     "distractor": Distractor,
 }
 
-# Which judge metrics each artifact is scored on (the others are left out of its judge schema).
+# The judge's metrics in the words of the paper's appendix A.3, quoted in the judge prompt (ASCII dashes).
+METRIC_DEFINITIONS: dict[str, str] = {
+    "hallucination": "All generated content must be faithful to the source text. Key details, events, and "
+    "characterizations should be explicitly supported by the original user data or be reasonable, justifiable "
+    "inferences. Minor details may be inferred if they do not alter the core narrative. This metric evaluates whether "
+    "personas, profiles, stories, scenarios, and QA samples remain grounded in the main story and intent of the "
+    "original records.",
+    "coverage": "This metric assesses how well the generated content - whether a persona, profile, story, scenario, or "
+    "QA sample - captures the salient, meaningful, and unique aspects of the original user data. Good coverage "
+    "requires that the most important and distinctive features from the source are distilled and included, with "
+    "minimal omission of critical information.",
+    "conciseness": "This metric evaluates whether the generated persona or profile are succinct, cohesive, and free "
+    "from redundancy or unnecessary repetition.",
+    "relevance": "This metric assesses whether the generated persona or profile focus exclusively on user-relevant "
+    "information, excluding generic, promotional, off-topic material from the original data.",
+    "fidelity": "This metric evaluates whether generated scenarios are vivid, detailed, and coherent rather than "
+    "generic or superficial. It also assesses the logical connection and complementarity among scenario, question, "
+    "and answer, as well as the depth of contents and the preservation of emotional or personal resonance.",
+    "novelty": "This metric assesses how interesting, distinctive, and memorable the generated content is. It measures "
+    "whether QA samples, profiles, stories, and scenarios highlight the user's unique personality, experiences, and "
+    "perspectives, evoking specific personal or social resonance rather than being formulaic or generic.",
+    "leakage": "This metric measures the extent to which the answer is directly revealed or obvious from the scenario "
+    "description. Higher scores indicate that the answer requires genuine social reasoning or inference, while lower "
+    "scores suggest that the answer can be simply copied or restated from the scenario with minimal reasoning.",
+    "overall": "This metric provides a holistic assessment of the overall quality of the generated content.",
+}
+
+# Which metrics score which artifact: A.3 names each metric's subjects, and this is that reading.
+#   hallucination: "personas, profiles, stories, scenarios, and QA samples" (and "all generated content")
+#   coverage:      "a persona, profile, story, scenario, or QA sample"
+#   conciseness, relevance: "the generated persona or profile"
+#   fidelity:      "scenarios" and "scenario, question, and answer"
+#   novelty:       "QA samples, profiles, stories, and scenarios"
+#   leakage:       the QA answer against its scenario
+#   overall:       every artifact
+# A.3 names no metric for the writing style beyond "all generated content": hallucination + overall.
 JUDGE_METRICS: dict[str, tuple[str, ...]] = {
     "persona": ("hallucination", "coverage", "conciseness", "relevance", "overall"),
-    "profile": ("hallucination", "coverage", "relevance", "fidelity", "overall"),
-    "stories": ("hallucination", "coverage", "fidelity", "overall"),
-    "writing_style": ("hallucination", "coverage", "conciseness", "overall"),
-    "scenario": ("hallucination", "relevance", "fidelity", "novelty", "overall"),
-    "social_qa": ("hallucination", "relevance", "fidelity", "leakage", "overall"),
+    "profile": ("hallucination", "coverage", "conciseness", "relevance", "novelty", "overall"),
+    "stories": ("hallucination", "coverage", "novelty", "overall"),
+    "writing_style": ("hallucination", "overall"),
+    "scenario": ("hallucination", "coverage", "fidelity", "novelty", "overall"),
+    "social_qa": ("hallucination", "coverage", "fidelity", "novelty", "leakage", "overall"),
 }
 
 PER_USER = ("persona", "profile", "stories", "writing_style")
 PER_RECORD = ("scenario", "social_qa")
+# Artifacts whose reply is a list judged item by item: gold keeps items, not lists.
+PER_ITEM: dict[str, str] = {"stories": "stories", "social_qa": "items"}
 
 
 def judge_schema(artifact: str) -> dict:
     metrics = JUDGE_METRICS[artifact]
-    props = {m: {"type": "integer", "minimum": 1, "maximum": 10} for m in metrics}
+    # an enum, not minimum/maximum: llama.cpp's grammar ignores integer bounds
+    props = {m: {"type": "integer", "enum": list(range(1, 11))} for m in metrics}
     props["reasons"] = {"type": "string"}
     return {"type": "object", "properties": props, "required": list(metrics) + ["reasons"]}
 
@@ -172,6 +234,8 @@ def validate_output(artifact: str, text: str, limits: dict[str, int]) -> tuple[d
                 return None, f"schema violation: missing scores {missing}"
             return obj.model_dump(exclude_none=True), None
         obj = OUTPUT_MODELS[artifact].model_validate(data)
+        if artifact == "quality":
+            return dict(obj.model_dump(), harmful=obj.harmful), None
     except ValidationError as exc:
         first = exc.errors()[0]
         return None, f"schema violation: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"

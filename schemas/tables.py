@@ -240,6 +240,7 @@ SILVER_RECORDS = StructType(
         _f("source", StringType(), False),
         _f("user_id", StringType(), False),
         _f("event_ts", TimestampType(), False),
+        _f("kind", StringType()),  # submission | comment | tweet | blog_post | review (the stream's)
         _f("title", StringType()),  # cleaned
         _f("text", StringType(), False),  # cleaned
         _f("lang", StringType()),
@@ -357,6 +358,7 @@ TIMELINE_RECORD = StructType(
     [
         _f("event_ts", TimestampType()),
         _f("record_id", StringType()),  # second sort key: ties in time order by id
+        _f("kind", StringType()),
         _f("title", StringType()),
         _f("text", StringType()),
         _f("subreddit", StringType()),
@@ -380,8 +382,31 @@ USERS = StructType(
     ]
 )
 
+# The gate of the dataset (paper §2.1): one row per scrubbed record, its quality/harm label and
+# whether it is kept; users and every task read only kept records.
+RECORD_LABELS = StructType(
+    [
+        _f("record_id", StringType(), False),
+        _f("source", StringType(), False),
+        _f("user_id", StringType(), False),
+        _f("quality", StringType()),  # high | medium | low (null: unlabelled or the label failed)
+        _f("harm", StringType()),  # none | violence | pornography | privacy violation
+        _f("harmful", StringType()),  # yes | no (harm != none)
+        _f("keep", BooleanType(), False),
+        _f("gate", StringType(), False),  # kept | quality_<q> | harmful_<harm> | label_failed | unlabelled
+        _f("reason", StringType()),  # the labeller's reason, or the dead letter's error
+        _f("text", StringType()),  # the LLM-cleaned text when llm.clean_rewrite passed its checks
+        _f("rewrite", StringType()),  # null (off) | used | rejected: <why> | failed: <error>
+        _f("prompt_version", StringType()),
+        _f("model", StringType()),
+        _f("ledger_key", StringType()),
+        _f("_label_run_id", StringType(), False),
+    ]
+)
+
 PII_TABLES: dict[str, StructType] = {
     "silver_records_scrubbed": SILVER_RECORDS_SCRUBBED,
+    "record_labels": RECORD_LABELS,
     "users": USERS,
 }
 

@@ -7,6 +7,8 @@ a well-formed reply) unless the prompt carries a fault marker:
   FAIL_SCHEMA   -> JSON that breaks the schema
   FAIL_500      -> HTTP 500 (the client retries, then gives up)
   FAIL_SLOW     -> answers after the client's timeout
+  HARMFUL       -> a quality label of harm "violence" (the record must not reach any table past the gate)
+  LOW_QUALITY   -> a quality label "low"
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PROFILE = " ".join(["She writes about her family and her work with care and some humour."] * 12)
 
 
-def reply_for(schema: dict) -> dict:
+def reply_for(schema: dict, text: str = "") -> dict:
     props = set((schema or {}).get("properties", {}))
     if "quality" in props:
-        return {"harmful": "no", "quality": "high", "reason": "personal and detailed"}
+        harm = "violence" if "HARMFUL" in text else "none"
+        return {"quality": "low" if "LOW_QUALITY" in text else "high", "harm": harm, "reason": "personal and detailed"}
+    if "notes" in props:
+        return {"notes": "Notes: she writes about her family and her work."}
+    if props == {"text"}:  # the cleaning rewrite: the post as it is
+        post = text.rsplit("):\n", 1)[-1]
+        return {"text": post}
     if "persona" in props:
         return {"persona": "A thoughtful writer who cares about her family."}
     if "profile" in props:
@@ -67,9 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "FAIL_JSON" in text:
             content = "I think this person is nice {not json"
         elif "FAIL_SCHEMA" in text and "quality" in (schema or {}).get("properties", {}):
-            content = json.dumps({"harmful": "maybe", "quality": "great", "reason": "?"})
+            content = json.dumps({"harm": "maybe", "quality": "great", "reason": "?"})
         else:
-            content = json.dumps(reply_for(schema))
+            content = json.dumps(reply_for(schema, text))
         payload = {"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}}
         data = json.dumps(payload).encode()

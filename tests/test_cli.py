@@ -80,7 +80,8 @@ def test_llm_stages_fill_synth_judged_and_gold_on_the_cpu_engine(ran):
     ledger = DeltaTable(str(root / "llm_ledger")).to_pyarrow_table().to_pylist()
     assert {x["engine"] for x in ledger} == {"llamacpp"} and all(x["status"] in ("ok", "dead") for x in ledger)
     assert sum(x["tokens_out"] for x in ledger) > 0
-    for art in ("quality", "persona", "profile", "stories", "writing_style", "scenario", "social_qa"):
+    assert DeltaTable(str(root / "record_labels")).to_pyarrow_table().num_rows >= 1
+    for art in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa"):
         assert DeltaTable(str(root / f"synth_{art}")).to_pyarrow_table().num_rows >= 1, art
     judged_rows = 0
     for art in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa"):
@@ -103,6 +104,7 @@ def test_status_and_second_run_is_a_noop(ran):
     assert "reddit: 0 new files, 0 records" in r.stdout
     assert "(0 LLM calls this run)" in r.stdout and re.search(r"\(0\s+distractor\s+calls", r.stdout)
     assert "scrub: 0 silver rows scrubbed" in r.stdout
+    assert re.search(r"label quality: \d+ records, 0 prompts sent", r.stdout)
     s = lewin("status", cwd=cwd)
     assert s.returncode == 0
     for table in SAMPLE_KEPT:

@@ -55,8 +55,8 @@ def _timeline(source, user, n, items=None):
                 mean_chars=80.0, active_days=n, records=recs, records_checksum=1, _users_run_id="r")
 
 
-def _gold(artifact, source, user, output, record_id=None, key=None):
-    return _row(T.JUDGED, artifact=artifact, input_id=record_id or f"{source}:{user}", user_id=user, source=source,
+def _gold(artifact, source, user, output, record_id=None, key=None, input_id=None):
+    return _row(T.JUDGED, artifact=artifact, input_id=input_id or record_id or f"{source}:{user}", user_id=user, source=source,
                 record_id=record_id, output=json.dumps(output), prompt_version="v1", model="m",
                 ledger_key=key or f"{artifact}-{user}-{record_id}", judge_model="m", judge_prompt_version="j1",
                 scores={"overall": 9}, overall=9, reasons="", accepted=True)
@@ -75,9 +75,11 @@ def seed_fixture(store: TableStore, spark) -> None:
         rid = f"reddit:{u}:2"
         scen.append(_gold("scenario", "reddit", u, {"background": f"A storm hits {u}'s town.", "characters": [u, "a neighbour"],
                                                     "plots": f"{u} shelters the neighbour and they bake together."}, rid))
-        qa.append(_gold("social_qa", "reddit", u, {"items": [
-            {"type": "action", "scenario": "A storm hits.", "question": "What does the baker do?", "answer": f"{u} opens the bakery."},
-            {"type": "inner_state", "scenario": "A storm hits.", "question": "How does the baker feel?", "answer": f"{u} feels calm."}]}, rid))
+        # gold keeps QA items (each judged on its own): one row per item, input_id "<record>#<n>"
+        for n, item in enumerate([
+                {"type": "action", "scenario": "A storm hits.", "question": "What does the baker do?", "answer": f"{u} opens the bakery."},
+                {"type": "inner_state", "scenario": "A storm hits.", "question": "How does the baker feel?", "answer": f"{u} feels calm."}]):
+            qa.append(_gold("social_qa", "reddit", u, item, rid, key=f"social_qa-{u}-{rid}", input_id=f"{rid}#{n}"))
     for u in STYLE_USERS:
         style.append(_gold("writing_style", "reddit", u, {"style": "short, warm sentences about the sea"}))
     for name, rows in [("gold_persona", persona), ("gold_profile", profile), ("gold_scenario", scen),
@@ -98,6 +100,10 @@ def seed_fixture(store: TableStore, spark) -> None:
                                  parent_id=f"t3_p{(c * 3 + k) % N_WRITERS}",
                                  text_hash=rid, scrub_version="s", _scrub_run_id="r", _bronze_run_id="b", _curate_run_id="c"))
     store.overwrite("silver_records_scrubbed", spark.createDataFrame(scrubbed, T.SILVER_RECORDS_SCRUBBED))
+    names = T.SILVER_RECORDS_SCRUBBED.fieldNames()
+    labels = [_row(T.RECORD_LABELS, **{k: r[names.index(k)] for k in ("record_id", "source", "user_id")}, keep=True,
+                   gate="kept", _label_run_id="l") for r in scrubbed]
+    store.overwrite("record_labels", spark.createDataFrame(labels, T.RECORD_LABELS))
     items = [_row(T.SILVER_ITEMS, item_id=i, source="amazon", title=f"Product {i}", _bronze_run_id="b",
                   _curate_run_id="c") for i in CATALOGUE]
     store.overwrite("silver_items", spark.createDataFrame(items, T.SILVER_ITEMS))

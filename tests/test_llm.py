@@ -15,6 +15,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from lewin.jobs.engine import Engine
+from lewin.jobs.label import run_labels
 from lewin.jobs.llm import run_llm
 from lewin.jobs.tables import TableStore
 from lewin.jobs.users import build_users
@@ -43,7 +44,7 @@ TEXTS = {
 # --- pure parts ------------------------------------------------------------------------------------
 def test_prompts_are_versioned_files_and_history_is_truncated_oldest_first():
     p = llm_prompts.load_prompt("persona")
-    assert p.version.startswith("persona.v1-") and "[system]" not in p.system
+    assert p.version.startswith("persona.v2-") and "[system]" not in p.system and not p.standalone
     records = [{"date": f"2020-01-0{i}", "text": "x" * 400} for i in range(1, 6)]
     kept = llm_prompts.fit_history(records, record_max_chars=300, history_max_chars=1000)
     assert [r["date"] for r in kept] == ["2020-01-03", "2020-01-04", "2020-01-05"]
@@ -52,9 +53,12 @@ def test_prompts_are_versioned_files_and_history_is_truncated_oldest_first():
 
 
 def test_validate_output_cases():
-    assert validate_output("quality", '{"quality": "high", "harmful": "no", "reason": "ok"}', LIMITS)[0]
+    label = validate_output("quality", '{"quality": "high", "harm": "none", "reason": "ok"}', LIMITS)[0]
+    assert label["harmful"] == "no"
+    assert validate_output("quality", '{"quality": "low", "harm": "violence", "reason": "x"}', LIMITS)[0]["harmful"] == "yes"
     assert validate_output("quality", "not json", LIMITS)[1].startswith("malformed JSON")
-    assert validate_output("quality", '{"quality": "great", "harmful": "no", "reason": "x"}', LIMITS)[1].startswith("schema violation")
+    assert validate_output("quality", '{"quality": "great", "harm": "none", "reason": "x"}', LIMITS)[1].startswith("schema violation")
+    assert validate_output("quality", '{"quality": "high", "harm": "maybe", "reason": "x"}', LIMITS)[1].startswith("schema violation")
     words = " ".join(["w"] * 120)
     assert "120 words" in validate_output("persona", json.dumps({"persona": words}), LIMITS)[1]
     assert "expected 100-400" in validate_output("profile", json.dumps({"profile": "too short"}), LIMITS)[1]
@@ -117,17 +121,28 @@ def test_vllm_engine_on_a_gpu():
 
 
 # --- the ledger under faults ---------------------------------------------------------------------
-def _seed_tables(store: TableStore, spark, cfg: LewinConfig, texts: dict | None = None) -> None:
+def _seed_tables(store: TableStore, spark, cfg: LewinConfig, texts: dict | None = None, kind: str = "blog_post") -> None:
+    """Scrubbed records (users ann and bob alternate); nothing labelled yet."""
     rows = []
     for i, (rid, text) in enumerate((texts or TEXTS).items()):
         rec = {f.name: None for f in T.SILVER_RECORDS_SCRUBBED.fields}
-        rec.update(record_id=rid, source="blogger", user_id="ann" if i % 2 == 0 else "bob",
+        rec.update(record_id=rid, source="blogger", user_id="ann" if i % 2 == 0 else "bob", kind=kind,
                    event_ts=datetime(2021, 1, 1 + i), text=text, text_hash=rid, _bronze_run_id="b",
                    _curate_run_id="c", scrub_version="v", _scrub_run_id="s", pii_spans=[])
         rows.append(rec)
     store.ensure("silver_records_scrubbed", T.SILVER_RECORDS_SCRUBBED)
     store.append("silver_records_scrubbed", spark.createDataFrame(rows, T.SILVER_RECORDS_SCRUBBED))
+
+
+def _pipeline(store: TableStore, cfg: LewinConfig, retry_dead: bool = False):
+    """label -> users -> llm, as `lewin run` chains them: (label result, llm result)."""
+    labels = run_labels(store, cfg, retry_dead=retry_dead)
     build_users(store, cfg)
+    return labels, run_llm(store, cfg, retry_dead=retry_dead)
+
+
+def _calls(labels, llm) -> int:
+    return sum(s.sent for s in labels.stages) + llm.calls
 
 
 def _cfg(tmp_path: Path, url: str) -> LewinConfig:
@@ -152,7 +167,7 @@ def test_faults_fail_their_row_only_then_retry_then_dead_letters(tmp_path, engin
         cfg = _cfg(tmp_path, srv.url)
         store = TableStore(engine, cfg.storage)
         _seed_tables(store, engine.spark, cfg)
-        first = run_llm(store, cfg)
+        labels, first = _pipeline(store, cfg)
         q = _ledger(store)
         # the good rows pass; each bad one is tried max_attempts (2) times in the run, then left dead
         assert {k: v["status"] for k, v in q.items()} == {
@@ -163,8 +178,15 @@ def test_faults_fail_their_row_only_then_retry_then_dead_letters(tmp_path, engin
         assert q["r_schema"]["error"].startswith("schema violation")
         assert q["r_500"]["error"] == "engine error: HTTP 500"
         assert "timeout" in q["r_slow"]["error"]
-        quality = next(s for s in first.stages if s.artifact == "quality")
+        quality = next(s for s in labels.stages if s.artifact == "quality")
         assert (quality.inputs, quality.sent, quality.ok, quality.dead) == (6, 6 + 4, 2, 4)
+        # a dead label is a dropped record, with its reason: only the two labelled records go on
+        gates = {r["record_id"]: r for r in store.read("record_labels").collect()}
+        assert {k: v["gate"] for k, v in gates.items()} == {
+            "r_ok1": "kept", "r_ok2": "kept", "r_json": "label_failed", "r_schema": "label_failed",
+            "r_500": "label_failed", "r_slow": "label_failed"}
+        assert gates["r_500"]["reason"] == "engine error: HTTP 500"
+        assert labels.by_source == {"blogger": {"kept": 2, "label_failed": 4}}
         # the good rows went all the way: synthesis, judging, gold
         for art in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa"):
             assert store.count(f"gold_{art}") >= 1, art
@@ -172,11 +194,9 @@ def test_faults_fail_their_row_only_then_retry_then_dead_letters(tmp_path, engin
         assert judged["accepted"] and judged["scores"]["overall"] == 9 and judged["reasons"] == "faithful and clear"
         calls = srv.total
 
-        second = run_llm(store, cfg)
-        assert second.calls == 0 and srv.total == calls, "a rerun sends nothing"
+        assert _calls(*_pipeline(store, cfg)) == 0 and srv.total == calls, "a rerun sends nothing"
         # dead letters can be given another chance on request
-        third = run_llm(store, cfg, retry_dead=True)
-        assert third.calls == 4 * 2
+        assert _calls(*_pipeline(store, cfg, retry_dead=True)) == 4 * 2
         keys = store.read("llm_ledger").groupBy("ledger_key").count().where("count > 1").count()
         assert keys == 0
 
@@ -200,7 +220,7 @@ class _Scripted:
             raise RuntimeError("CUDA out of memory (simulated)")
         from .fake_openai import reply_for
 
-        return [Response(r.key, json.dumps(reply_for(r.schema)), 10, 10, 1) for r in requests]
+        return [Response(r.key, json.dumps(reply_for(r.schema, r.messages[-1]["content"])), 10, 10, 1) for r in requests]
 
 
 def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
@@ -209,17 +229,16 @@ def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
     cfg = _cfg(tmp_path, "http://unused")
     cfg.llm.engine.kind = "llamacpp"  # the spec key the double is registered under
     cfg.llm.engine.model = "scripted"
-    cfg.llm.artifacts = ["quality"]
     inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the double is visible
     store = TableStore(inline, cfg.storage)
     _seed_tables(store, engine.spark, cfg, {"r_ok": "A short fine post.", "r_boom": "EXPLODE please",
-                                            "r_long": "word " * 2000})
+                                            "r_long": "word " * 1400})
     from lewin.jobs.llm import backend_spec
 
     double = _Scripted()
     register_backend(backend_spec(cfg), double)
     cfg.llm.chunk_size = 10
-    run_llm(store, cfg)
+    run_labels(store, cfg)
     q = _ledger(store)
     assert q["r_long"]["status"] == "dead" and q["r_long"]["error"].startswith("prompt_too_long")
     assert q["r_boom"]["status"] == "dead" and q["r_boom"]["attempts"] == 2 and "CUDA out of memory" in q["r_boom"]["error"]
@@ -231,30 +250,33 @@ def test_prompt_version_change_reruns_only_that_artifact(tmp_path, engine, monke
         cfg = _cfg(tmp_path, srv.url)
         store = TableStore(engine, cfg.storage)
         _seed_tables(store, engine.spark, cfg, {"r1": "I baked bread with my grandmother.", "r2": "I moved into a new flat."})
-        run_llm(store, cfg)
+        _pipeline(store, cfg)
         before = {r["ledger_key"] for r in store.read("llm_ledger").collect()}
         # a new version of the persona template, in a copy of the prompt folder
         prompts = tmp_path / "prompts"
         prompts.mkdir()
         for f in llm_prompts.PROMPTS.glob("*.j2"):
             (prompts / f.name).write_text(f.read_text())
-        (prompts / "persona.v2.j2").write_text((prompts / "persona.v1.j2").read_text().replace("fewer than 100", "under 80"))
+        (prompts / "persona.v3.j2").write_text((prompts / "persona.v2.j2").read_text().replace("fewer than", "under"))
         monkeypatch.setattr(llm_prompts, "PROMPTS", prompts)
         llm_prompts.load_prompt.cache_clear()
         try:
-            r = run_llm(store, cfg)
+            labels, r = _pipeline(store, cfg)
         finally:
             llm_prompts.load_prompt.cache_clear()
+        assert [s.sent for s in labels.stages] == [0]
         sent = {s.artifact: s.sent for s in r.stages}
-        assert sent == {"quality": 0, "persona": 2, "judge_persona": 2, "profile": 0, "judge_profile": 0, "stories": 0,
+        assert sent == {"persona": 2, "judge_persona": 2, "profile": 0, "judge_profile": 0, "stories": 0,
                         "judge_stories": 0, "writing_style": 0, "judge_writing_style": 0, "scenario": 0,
                         "judge_scenario": 0, "social_qa": 0, "judge_social_qa": 0}
         synth = store.read("synth_persona").collect()
-        assert len(synth) == 2 and all(s["prompt_version"].startswith("persona.v2-") for s in synth)
+        assert len(synth) == 2 and all(s["prompt_version"].startswith("persona.v3-") for s in synth)
         assert before <= {r["ledger_key"] for r in store.read("llm_ledger").collect()}, "old rows stay in the ledger"
 
 
 def test_crash_mid_stage_then_resume_loses_at_most_a_chunk(tmp_path, engine):
+    """SIGKILL after the first ledger chunk of the label stage, then of the LLM stage; each rerun
+    finishes without asking again what was saved."""
     with FakeOpenAI() as srv:
         cfg = _cfg(tmp_path, srv.url)
         store = TableStore(engine, cfg.storage)
@@ -263,25 +285,28 @@ def test_crash_mid_stage_then_resume_loses_at_most_a_chunk(tmp_path, engine):
         base = [sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={root}", "--set", "llm.engine.kind=openai",
                 "--set", f"llm.engine.base_url={srv.url}", "--set", "llm.engine.model=scripted", "--set",
                 "llm.chunk_size=2", "--set", "llm.engine.timeout_s=1", "--set", "llm.engine.max_retries=0",
-                "--set", "llm.profile_min_words=10", "llm"]
+                "--set", "llm.profile_min_words=10"]
         out = tmp_path / "o.txt"
-        with out.open("w") as o:
-            rc = subprocess.run(base, env=dict(os.environ, LEWIN_FAILPOINT="llm.after_chunk"), stdout=o, stderr=o,
-                                timeout=600).returncode
-        assert rc == -signal.SIGKILL
-        first_calls = srv.total
-        assert 0 < store.count("llm_ledger") <= 2, "exactly the first chunk was saved"
-        with out.open("w") as o:
-            assert subprocess.run(base, stdout=o, stderr=o, timeout=900).returncode == 0, out.read_text()[-3000:]
+        for command in ("label", "llm"):
+            if command == "llm":
+                build_users(store, cfg)
+            before = store.count("llm_ledger") if store.exists("llm_ledger") else 0
+            with out.open("w") as o:
+                rc = subprocess.run(base + [command], env=dict(os.environ, LEWIN_FAILPOINT=f"{command}.after_chunk"),
+                                    stdout=o, stderr=o, timeout=600).returncode
+            assert rc == -signal.SIGKILL, out.read_text()[-3000:]
+            assert 0 < store.count("llm_ledger") - before <= 2, f"{command}: exactly the first chunk was saved"
+            with out.open("w") as o:
+                assert subprocess.run(base + [command], stdout=o, stderr=o, timeout=900).returncode == 0, out.read_text()[-3000:]
         ledger = store.read("llm_ledger")
         assert ledger.groupBy("ledger_key").count().where("count > 1").count() == 0
-        q = ledger.where(F.col("artifact") == "quality").count()
-        assert q == len(TEXTS)
+        assert ledger.where(F.col("artifact") == "quality").count() == len(TEXTS)
+        assert store.count("record_labels") == len(TEXTS) and store.count("gold_persona") == 2
         # nothing saved as done was asked again: the only repeats are retries of failed prompts
         # (one HTTP call per attempt here: no HTTP-level retries)
         repeats = sum(n - 1 for n in srv.calls.values() if n > 1)
         retries = ledger.agg(F.sum(F.col("attempts") - 1)).collect()[0][0]
-        assert repeats == retries, (repeats, retries, first_calls)
+        assert repeats == retries, (repeats, retries)
         assert ledger.where((F.col("attempts") > 1) & (F.col("status") == "ok")).count() == 0
 
 
@@ -356,7 +381,7 @@ class _ScriptedJudge:
         for r in requests:
             props = [m for m in (r.schema or {}).get("properties", {}) if m != "reasons"]
             if "overall" not in props:
-                out.append(Response(r.key, json.dumps(reply_for(r.schema)), 10, 10, 1))
+                out.append(Response(r.key, json.dumps(reply_for(r.schema, r.messages[-1]["content"])), 10, 10, 1))
                 continue
             text = "\n".join(m["content"] for m in r.messages)
             marker = next(m for m in VERDICTS if f"{m} " in text)
@@ -387,7 +412,7 @@ def test_gold_gate_accepts_only_scores_strictly_above_both_thresholds(tmp_path, 
     _seed_tables(store, engine.spark, cfg, texts)
     double = _ScriptedJudge()
     register_backend(backend_spec(cfg), double)
-    r = run_llm(store, cfg)
+    _, r = _pipeline(store, cfg)
     assert sorted(double.judged) == sorted(VERDICTS), "every record was judged once"
     judged = {x["input_id"]: x for x in store.read("judged_scenario").collect()}
     assert set(judged) == set(texts)

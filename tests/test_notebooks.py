@@ -11,6 +11,7 @@ from lewin.jobs.cli import bundled_sample
 from lewin.jobs.curate import curate
 from lewin.jobs.ingest import ingest
 from lewin.jobs.scrub import scrub
+from lewin.jobs.label import run_labels
 from lewin.jobs.users import build_users
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_users.py"
@@ -35,6 +36,8 @@ def test_notebook_sql_runs_on_the_sample(store, cfg, spark):
         ingest(store, cfg, s, [str(bundled_sample() / s)])
         curate(store, cfg, s)
     scrub(store, cfg)
+    cfg.llm.labels = "off"  # SQL over the timelines, no LLM: every record kept as "unlabelled"
+    run_labels(store, cfg)
     build_users(store, cfg)
     store.register_all()
     cells = sql_cells(NOTEBOOK)

@@ -250,8 +250,8 @@ def test_no_injected_value_reaches_anything_downstream_of_the_scrub(sample_run):
     # upstream holds them (so the check below can fail)
     silver = json.dumps(DeltaTable(str(root / "silver_records")).to_pyarrow_table().to_pylist(), default=str, ensure_ascii=False)
     assert sum(x["value"] in silver for x in injected) >= 40
-    downstream = ["silver_records_scrubbed", "users", "llm_ledger"] + [
-        f"{k}_{a}" for a in ("quality", "persona", "profile", "stories", "writing_style", "scenario", "social_qa")
+    downstream = ["silver_records_scrubbed", "record_labels", "users", "llm_ledger"] + [
+        f"{k}_{a}" for a in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa")
         for k in ("synth", "judged", "gold") if (root / f"{k}_{a}").is_dir()] + ["shard_samples", "mcq_items"]
     assert len(downstream) > 10
     for table in downstream:

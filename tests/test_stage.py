@@ -29,8 +29,9 @@ CURATE_STREAMS = {"reddit": ("bronze_reddit", "reddit", "reddit:t3_"),
                   "reddit_comments": ("bronze_reddit_comments", "reddit", "reddit:t1_"),
                   "twitter": ("bronze_twitter", "twitter", None), "blogger": ("bronze_blogger", "blogger", None),
                   "amazon": ("bronze_amazon", "amazon", None)}
-LLM_ORDER = ["quality"] + [x for a in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa")
-                           for x in (a, f"judge_{a}")]
+LLM_ORDER = [x for a in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa")
+             for x in (a, f"judge_{a}")]
+ITEMS = {"stories": "stories", "social_qa": "items"}  # judged item by item
 INGEST_ONLY = ("files", "files_skipped", "lines", "blank_lines")
 
 
@@ -91,11 +92,11 @@ def test_runs_hold_every_stage_once_in_dag_order(tables):
     by_stage: dict[str, set] = {}
     for r in runs:
         by_stage.setdefault(r["stage"], set()).add(r["run_id"])
-    assert list(by_stage) and set(by_stage) == {"ingest", "curate", "scrub", "users", "llm", "emit"}
+    assert list(by_stage) and set(by_stage) == {"ingest", "curate", "scrub", "label", "users", "llm", "emit"}
     # one run id per stage, except ingest (one run per source)
     assert {s: len(ids) for s, ids in by_stage.items() if s != "ingest"} == {s: 1 for s in by_stage if s != "ingest"}
     assert len(by_stage["ingest"]) == len(SAMPLE_BRONZE)
-    order = ["ingest", "curate", "scrub", "users", "llm", "emit"]
+    order = ["ingest", "curate", "scrub", "label", "users", "llm", "emit"]
     for before, after in pairwise(order):
         done = max(r["finished_at"] for r in runs if r["stage"] == before)
         assert done <= min(r["started_at"] for r in runs if r["stage"] == after), (before, after)
@@ -192,9 +193,40 @@ def test_runs_row_of_users(tables):
     assert all(x["_users_run_id"] == row["run_id"] for x in users)
 
 
+def test_runs_rows_of_label_per_source_and_the_gate_holds(tables):
+    """label: one row per source over every scrubbed record (in = kept + rejected, by gate) and one
+    for the quality prompts; every record in a timeline, and every record a shard sample names,
+    has a keep label; no rejected record's text is in any shard."""
+    rows = _rows(tables, "label")
+    labels = tables("record_labels")
+    scrubbed = tables("silver_records_scrubbed")
+    assert {x["record_id"] for x in labels} == {x["record_id"] for x in scrubbed}
+    assert set(rows) == {x["source"] for x in scrubbed} | {"quality"}
+    for source, row in rows.items():
+        detail = _common(row, "label")
+        if source == "quality":
+            assert row["records_in"] == len(scrubbed) and detail["calls"] >= len(scrubbed)
+            continue
+        mine = [x for x in labels if x["source"] == source]
+        assert row["records_in"] == len(mine) > 0 and row["kept"] == sum(x["keep"] for x in mine), source
+        assert detail["gates"] == dict(Counter(x["gate"] for x in mine)), source
+    keep = {x["record_id"]: x["keep"] for x in labels}
+    in_timelines = [r["record_id"] for u in tables("users") for r in u["records"]]
+    assert in_timelines and all(keep[r] for r in in_timelines)
+    samples = tables("shard_samples")
+    named = [i for x in samples for i in x["artifact_ids"] if i in keep]
+    assert all(keep[i] for i in named)
+    gated = [x["text"] for x in scrubbed if not keep[x["record_id"]] and len(x["text"]) > 40]
+    dump = json.dumps(samples, default=str, ensure_ascii=False)
+    assert not [t for t in gated if json.dumps(t, ensure_ascii=False)[1:-1][:200] in dump]
+
+
 def test_runs_rows_of_llm_per_artifact(tables):
     rows = _rows(tables, "llm")
-    assert sorted(rows) == sorted(LLM_ORDER)
+    users = rows.pop("users")
+    assert _common(users, "llm") and users["records_in"] >= 1
+    notes = sorted(a for a in rows if a.startswith("user_notes_"))
+    assert sorted(set(rows) - set(notes)) == sorted(LLM_ORDER)
     ledger = tables("llm_ledger")
     root = tables.root
     for artifact in LLM_ORDER:
@@ -215,7 +247,9 @@ def test_runs_rows_of_llm_per_artifact(tables):
             base = artifact.removeprefix("judge_")
             judged = tables(f"judged_{base}")
             gold = tables(f"gold_{base}") if (root / f"gold_{base}").is_dir() else ()
-            assert row["records_in"] == len(tables(f"synth_{base}")), artifact
+            synth = tables(f"synth_{base}")
+            n_inputs = (sum(len(json.loads(x["output"])[ITEMS[base]]) for x in synth) if base in ITEMS else len(synth))
+            assert row["records_in"] == n_inputs, artifact
             assert row["kept"] == len(judged), artifact
             assert detail["gold"] == len(gold) == sum(1 for x in judged if x["accepted"]), artifact
         else:

@@ -7,7 +7,9 @@ from datetime import datetime
 import pytest
 from pyspark.sql import functions as F
 
-from lewin.jobs.users import build_users, timelines
+from lewin.jobs.label import run_labels
+from lewin.jobs.users import build_users as _build_users
+from lewin.jobs.users import timelines
 from lewin.schemas import tables as T
 
 pytestmark = pytest.mark.transforms
@@ -22,6 +24,13 @@ def _scrubbed_rows(spark, rows):
                    _bronze_run_id="b", _curate_run_id="c", scrub_version="v", _scrub_run_id="s", pii_spans=[])
         full.append(rec)
     return spark.createDataFrame(full, T.SILVER_RECORDS_SCRUBBED)
+
+
+def build_users(store, cfg):
+    """No LLM here: the label stage keeps every record as "unlabelled", then users are built."""
+    cfg.llm.labels = "off"
+    run_labels(store, cfg)
+    return _build_users(store, cfg)
 
 
 def test_timeline_order_tie_break_and_stats(spark):
@@ -81,3 +90,28 @@ def test_sql_over_users_by_name(store, cfg, spark):
     assert [(r["user_id"], r["n_records"]) for r in rows] == [("ann", 9)]
     n = spark.sql(f"SELECT count(*) AS n FROM {cfg.storage.database}.users").collect()[0]["n"]
     assert n == 1
+
+
+def test_users_hold_only_kept_records_with_their_cleaned_text(store, cfg, spark):
+    """The label gate: a record record_labels does not keep is in no timeline; a kept record with
+    an LLM-cleaned text appears with that text; without record_labels, users refuses to run."""
+    store.ensure("silver_records_scrubbed", T.SILVER_RECORDS_SCRUBBED)
+    store.append("silver_records_scrubbed", _scrubbed_rows(spark, [
+        ("reddit", "ann", "r1", datetime(2021, 1, 1), "kept <b>as is</b>"),
+        ("reddit", "ann", "r2", datetime(2021, 1, 2), "labelled harmful"),
+        ("reddit", "ann", "r3", datetime(2021, 1, 3), "kept, cleaned <i>by the LLM</i>")]))
+    with pytest.raises(RuntimeError, match="run `lewin label`"):
+        _build_users(store, cfg)
+    labels = []
+    for rid, keep, gate, text in [("r1", True, "kept", None), ("r2", False, "harmful_violence", None),
+                                  ("r3", True, "kept", "kept, cleaned by the LLM")]:
+        row = {f.name: None for f in T.RECORD_LABELS.fields}
+        row.update(record_id=rid, source="reddit", user_id="ann", keep=keep, gate=gate, text=text, _label_run_id="l")
+        labels.append(row)
+    store.ensure("record_labels", T.RECORD_LABELS)
+    store.append("record_labels", spark.createDataFrame(labels, T.RECORD_LABELS))
+    _build_users(store, cfg)
+    ann = store.read("users").collect()[0]
+    assert [(x["record_id"], x["text"]) for x in ann["records"]] == [
+        ("r1", "kept <b>as is</b>"), ("r3", "kept, cleaned by the LLM")]
+    assert ann["n_records"] == 2

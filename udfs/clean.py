@@ -135,3 +135,25 @@ def normalized_text(text: Column) -> Column:
 def normalized_hash(text: Column) -> Column:
     """Exact-duplicate key: the hash of ``normalized_text``."""
     return F.substring(F.sha2(normalized_text(text), 256), 1, 32)
+
+
+def _distinct_words(text: Column) -> Column:
+    return F.array_distinct(F.filter(F.split(F.lower(text), r"[^\p{L}\p{N}']+"), lambda w: w != ""))
+
+
+def rewrite_check(original: Column, rewrite: Column, max_length_ratio: float, min_length_ratio: float,
+                  min_token_overlap: float) -> Column:
+    """Why an LLM cleaning rewrite must not replace the original, or null when it may: cleaning
+    removes (markup, URLs, noise, other languages) and adds nothing, so the rewrite is at most
+    ``max_length_ratio`` of the original's length, at least ``min_length_ratio`` of it (not a
+    summary), and ``min_token_overlap`` of its distinct words occur in the original."""
+    lo, lr = F.length(original), F.length(rewrite)
+    rw, ow = _distinct_words(rewrite), _distinct_words(original)
+    overlap = F.size(F.array_intersect(rw, ow)) / F.greatest(F.size(rw), F.lit(1))
+    return (F.when(lr > lo * max_length_ratio,
+                   F.format_string("longer than the original (%d > %s x %d chars)", lr, F.lit(str(max_length_ratio)), lo))
+            .when(lr < lo * min_length_ratio,
+                  F.format_string("drops too much (%d < %s x %d chars)", lr, F.lit(str(min_length_ratio)), lo))
+            .when(overlap < min_token_overlap,
+                  F.format_string("adds words (%.2f of its words are in the original, < %s)", overlap,
+                                  F.lit(str(min_token_overlap)))))

@@ -101,7 +101,7 @@ class LlamaCppBackend:
         self.model = spec.model
         self.context_tokens = spec.n_ctx
         self._llm = Llama(model_path=spec.model_path or default_gguf(), n_ctx=spec.n_ctx,
-                          n_threads=max(1, spec.threads), verbose=False, seed=0)
+                          n_threads=max(1, spec.threads), n_threads_batch=max(1, spec.threads), verbose=False, seed=0)
         self._lock = threading.Lock()  # one llama context: one generation at a time
 
     def count_tokens(self, messages: tuple) -> int:

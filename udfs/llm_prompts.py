@@ -1,14 +1,24 @@
 """The Python half of an LLM stage: prompts from versioned templates, one engine call per batch,
 replies parsed and validated into ledger rows. Runs as an Arrow batch UDF, one engine per worker.
 
-Templates live in ``lewin/udfs/prompts/<name>.v<N>.j2`` with ``[system]`` and ``[user]``
-sections. A prompt's version is its file name plus a hash of its text, so editing a template
-reruns exactly the rows built from it.
+Every prompt is two messages laid out for prefix caching (vLLM reuses only identical leading
+token blocks): one shared system message (``system.v<N>.j2``), then a user message that starts
+with the *source block* and ends with the artifact's task (``<name>.v<N>.j2``). The source block
+is rendered from the input alone, so a user's persona, profile, stories and style prompts, and
+their judges, start byte-identical through the user's whole history; a record's scenario and QA
+prompts share the record. Prompts sent once for every record (the labels, the optional cleaning
+rewrite) put their instructions first and the record last (``{{ source }}`` in the task): there
+the instructions are the prefix every prompt shares. A judge prompt is the writer's source block followed
+by the artifact and the judge's task: the judge sees exactly what the writer saw.
 
-Long histories: a per-user prompt lists the user's posts oldest first, each cut to
-``record_max_chars``; if they exceed ``history_max_chars`` the oldest posts are dropped (the
-latest always stays). A prompt still longer than the engine's context minus the reply budget
-fails as ``prompt_too_long`` without an engine call, and is not retried.
+A prompt's version is its task file's name plus a hash of the system message, the task and the
+source layout, so editing any of them reruns exactly the rows built from it.
+
+Per-user sources hold the notes distilled from older records (see jobs/llm.py) and the latest
+records, oldest first, each cut to ``record_max_chars``; if they still exceed
+``history_max_chars`` the oldest records are dropped (the latest always stays). A prompt longer
+than the engine's context minus the reply budget fails as ``prompt_too_long`` without an engine
+call, and is not retried.
 """
 
 from __future__ import annotations
@@ -22,21 +32,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lewin.schemas.llm import JUDGE_METRICS, output_schema, repair_truncated, validate_output
+from lewin.schemas.llm import JUDGE_METRICS, METRIC_DEFINITIONS, output_schema, repair_truncated, validate_output
 from lewin.udfs.llm_backends import BackendSpec, Request, Response, Sampling, get_backend
 
 PROMPTS = Path(__file__).parent / "prompts"
 
-METRIC_HELP = {
-    "hallucination": "is everything stated supported by the source posts? (10 = nothing invented)",
-    "coverage": "does it capture the important facts about the person?",
-    "conciseness": "is it free of padding and repetition?",
-    "relevance": "does it stay on what the source shows about the person?",
-    "fidelity": "is it vivid and coherent, and do scenario, question and answer fit together?",
-    "novelty": "is it more than a paraphrase of the post?",
-    "leakage": "can the answer NOT be read off the scenario? (10 = no leakage)",
-    "overall": "overall quality as training data",
-}
+# How the source block lays out an input (part of every prompt's version).
+_SOURCE_LAYOUT = "v1"
 
 
 @dataclass(frozen=True)
@@ -44,21 +46,37 @@ class Prompt:
     name: str
     version: str
     system: str
-    user: str
+    task: str
+    standalone: bool = False
+    """A template with its own ``[system]`` and ``[user]`` sections and no source block (the MCQ
+    distractors, which must not see the user's posts)."""
+
+
+def _latest(name: str) -> Path:
+    files = sorted(PROMPTS.glob(f"{name}.v*.j2"), key=lambda p: int(re.search(r"\.v(\d+)\.j2$", p.name).group(1)))
+    if not files:
+        raise FileNotFoundError(f"no prompt template {name}.v<N>.j2 in {PROMPTS}")
+    return files[-1]
+
+
+def _strip_comment(text: str) -> str:
+    return re.sub(r"\A\{#.*?#\}\n", "", text, flags=re.S).strip()
 
 
 @lru_cache(maxsize=None)
 def load_prompt(name: str) -> Prompt:
-    """The latest version of template ``name`` (``persona``, ``judge`` …)."""
-    files = sorted(PROMPTS.glob(f"{name}.v*.j2"), key=lambda p: int(re.search(r"\.v(\d+)\.j2$", p.name).group(1)))
-    if not files:
-        raise FileNotFoundError(f"no prompt template {name}.v<N>.j2 in {PROMPTS}")
-    text = files[-1].read_text(encoding="utf-8")
-    m = re.search(r"^\[system\]\n(.*?)^\[user\]\n(.*)\Z", text, flags=re.S | re.M)
-    if not m:
-        raise ValueError(f"{files[-1]} needs [system] and [user] sections")
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return Prompt(name, f"{files[-1].stem}-{digest}", m.group(1).strip(), m.group(2).strip())
+    """The latest version of task template ``name`` (``persona``, ``judge`` …) with the shared
+    system message."""
+    task_file = _latest(name)
+    text = _strip_comment(task_file.read_text(encoding="utf-8"))
+    m = re.search(r"\A\[system\]\n(.*?)^\[user\]\n(.*)\Z", text, flags=re.S | re.M)
+    if m:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        return Prompt(name, f"{task_file.stem}-{digest}", m.group(1).strip(), m.group(2).strip(), standalone=True)
+    system = _strip_comment(_latest("system").read_text(encoding="utf-8"))
+    task = text
+    digest = hashlib.sha256("\0".join((system, task, _SOURCE_LAYOUT)).encode()).hexdigest()[:8]
+    return Prompt(name, f"{task_file.stem}-{digest}", system, task)
 
 
 def prompt_for(artifact: str) -> Prompt:
@@ -94,29 +112,52 @@ class PromptOptions:
     batch_size: int = 8
 
 
+def source_block(context: dict, opts: PromptOptions) -> str:
+    """The input as the prompt shows it: a record (``text``, ``date``), or a history (``notes``
+    and/or ``records``). Writer and judge prompts both start with this text."""
+    if "records" in context or "notes" in context:
+        parts = []
+        notes = context.get("notes") or []
+        if notes:
+            parts.append("Notes on this user's earlier posts, oldest first:\n"
+                         + "".join(f"- ({n['from']} to {n['to']}) {n['text']}\n" for n in notes))
+        budget = opts.history_max_chars - sum(len(n["text"]) for n in notes)
+        records = fit_history(context.get("records") or [], opts.record_max_chars, max(budget, opts.record_max_chars))
+        if records:
+            parts.append(("Their latest posts" if notes else "Posts by this user") + ", oldest first:\n"
+                         + "".join(f"- ({r['date']}) {r['text']}\n" for r in records))
+        return "\n".join(parts).rstrip("\n")
+    return f"A post by this user ({context.get('date')}):\n{(context.get('text') or '')[:opts.record_max_chars]}"
+
+
 def render(artifact: str, context: dict, opts: PromptOptions) -> tuple[dict, ...]:
     p = prompt_for(artifact)
-    ctx = dict(context)
-    if "records" in ctx:
-        ctx["records"] = fit_history(ctx["records"], opts.record_max_chars, opts.history_max_chars)
-    if "text" in ctx:
-        ctx["text"] = (ctx["text"] or "")[:opts.record_max_chars]
-    limits = dict(opts.limits)
-    ctx.setdefault("n", opts.qa_per_record)
-    ctx.setdefault("min_words", limits.get("profile_min_words", 100))
-    ctx.setdefault("max_words", limits.get("profile_max_words", 400))
-    if artifact.startswith("judge_"):
-        ctx.update(artifact=artifact[len("judge_"):].replace("_", " "), metrics=JUDGE_METRICS[artifact[len("judge_"):]],
-                   help=METRIC_HELP)
     env = _env()
-    return ({"role": "system", "content": env.from_string(p.system).render(**ctx)},
-            {"role": "user", "content": env.from_string(p.user).render(**ctx)})
+    if p.standalone:
+        return ({"role": "system", "content": env.from_string(p.system).render(**context)},
+                {"role": "user", "content": env.from_string(p.task).render(**context)})
+    limits = dict(opts.limits)
+    values = {"n": opts.qa_per_record, "min_words": limits.get("profile_min_words", 100),
+              "max_words": limits.get("profile_max_words", 400),
+              "persona_max_words": limits.get("persona_max_words", 100)}
+    if artifact.startswith("judge_"):
+        subject = artifact[len("judge_"):]
+        source = source_block(context["source"], opts)
+        values.update(artifact=subject.replace("_", " "), output=context["output"], metrics=JUDGE_METRICS[subject],
+                      definitions=METRIC_DEFINITIONS)
+    else:
+        source = source_block(context, opts)
+    if "{{ source }}" in p.task:  # a task shared by every input (labels): instructions first, then the input
+        return ({"role": "system", "content": p.system},
+                {"role": "user", "content": env.from_string(p.task).render(**values, source=source)})
+    task = env.from_string(p.task).render(**values)
+    return ({"role": "system", "content": p.system}, {"role": "user", "content": f"{source}\n\n{task}"})
 
 
 def _ENDS_IN_FREE_TEXT(artifact: str) -> bool:
     """Replies whose last field is prose: when the token budget cuts them, closing the string
     keeps what was written (the judge then scores it like any other reply)."""
-    return artifact.startswith("judge_") or artifact in ("persona", "profile", "writing_style")
+    return artifact.startswith("judge_") or artifact in ("quality", "user_notes", "persona", "profile", "writing_style")
 
 
 LEDGER_FIELDS = [

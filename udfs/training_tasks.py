@@ -116,17 +116,17 @@ def scenario_generation(gold_scenario: DataFrame) -> DataFrame:
 
 
 def social_qa(gold_social_qa: DataFrame, gold_persona: DataFrame, gold_profile: DataFrame) -> DataFrame:
+    """One sample per gold QA item (items are judged one by one: input_id is ``<record>#<n>``)."""
     items = gold_social_qa.select(
-        "source", "user_id", "ledger_key",
-        F.posexplode(F.from_json(_out("output", "items"),
-                                 "array<struct<type:string,scenario:string,question:string,answer:string>>")).alias("pos", "qa"))
+        "source", "user_id", "ledger_key", F.substring_index("input_id", "#", -1).alias("pos"),
+        F.from_json("output", "struct<type:string,scenario:string,question:string,answer:string>").alias("qa"))
     j = items.join(_personas(gold_persona), ["source", "user_id"], "left").join(_profiles(gold_profile), ["source", "user_id"], "left")
     about = F.coalesce("persona", "profile")
     about_key = F.when(F.col("persona").isNotNull(), F.col("persona_key")).otherwise(F.col("profile_key"))
     question = F.concat(F.lit("Scenario: "), F.col("qa.scenario"), F.lit("\nQuestion ("),
                         F.regexp_replace(F.col("qa.type"), "_", " "), F.lit("): "), F.col("qa.question"))
     return _finish(j.where(about.isNotNull()).select(
-        "source", "user_id", F.concat_ws("#", "ledger_key", F.col("pos").cast("string")).alias("basis"),
+        "source", "user_id", F.concat_ws("#", "ledger_key", "pos").alias("basis"),
         F.concat(F.lit("About the person: "), about, F.lit("\n\n"), question).alias("user"),
         F.col("qa.answer").alias("answer"), question.alias("public_prompt"),
         F.array("ledger_key", about_key).alias("artifact_ids")), "social_qa")

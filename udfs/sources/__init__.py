@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "SOURCES", "FileFormats", "RuleSpec", "SideTable", "SourceSpec", "StreamSpec", "all_file_formats",
-    "bronze_schema", "bronze_tables", "file_formats", "get", "names", "register", "stream", "stream_names",
+    "bronze_schema", "bronze_tables", "file_formats", "get", "names", "record_kinds", "register", "stream", "stream_names",
     "streams", "unregister",
 ]
 
@@ -135,6 +135,11 @@ def streams(source: str | None = None) -> list[StreamSpec]:
 
 def stream_names() -> tuple[str, ...]:
     return tuple(st.name for st in streams())
+
+
+def record_kinds() -> tuple[str, ...]:
+    """The record kinds the registered streams produce (silver's ``kind`` column)."""
+    return tuple(dict.fromkeys(st.kind for st in streams()))
 
 
 def stream(name: str) -> StreamSpec:

@@ -112,6 +112,7 @@ SOURCE = SourceSpec(
         StreamSpec(
             name="amazon",
             bronze_table="bronze_amazon",
+            kind="review",
             carry=("item_id", "rating"),
             rules=(RuleSpec("amazon_min_length_v1", min_chars),),
             kcore_pool="silver_amazon_pool",

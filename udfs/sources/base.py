@@ -100,6 +100,9 @@ class StreamSpec:
 
     name: str
     bronze_table: str
+    kind: str = "post"
+    """What one record of the stream is (``submission``, ``comment``, ``tweet``, ``blog_post``,
+    ``review`` …): silver's ``kind`` column, which the LLM stage selects its inputs by."""
     rules: tuple[RuleSpec, ...] = ()
     """Evaluated in this order, the order failing rules are reported in."""
     carry: Mapping[str, str] | tuple[str, ...] = ()

@@ -151,6 +151,7 @@ SOURCE = SourceSpec(
         StreamSpec(
             name="blogger",
             bronze_table="bronze_blogger",
+            kind="blog_post",
             carry=("gender", "age", "industry"),
             rules=(
                 RuleSpec("blogger_min_length_v1", min_chars),

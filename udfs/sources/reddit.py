@@ -127,6 +127,7 @@ SOURCE = SourceSpec(
         StreamSpec(
             name="reddit",
             bronze_table="bronze_reddit",
+            kind="submission",
             carry=("subreddit",),
             rules=_SHARED + (
                 RuleSpec("reddit_min_score_v1", min_count("score")),
@@ -137,6 +138,7 @@ SOURCE = SourceSpec(
         StreamSpec(
             name="reddit_comments",
             bronze_table="bronze_reddit_comments",
+            kind="comment",
             carry=("subreddit", "parent_id"),  # parent_id: what the comment answers (personalized commenting)
             rules=_SHARED + (
                 RuleSpec("reddit_comment_min_score_v1", min_count("score")),

@@ -294,6 +294,7 @@ SOURCE = SourceSpec(
         StreamSpec(
             name="twitter",
             bronze_table="bronze_twitter",
+            kind="tweet",
             carry=("user_name",),
             rules=(
                 RuleSpec("twitter_retweet_v1", flag("is_retweet")),
