@@ -375,7 +375,11 @@ def _json_string(col: str) -> Column:
     return F.regexp_extract(F.to_json(F.struct(F.col(col).alias("s"))), r'(?s)^\{"s":(.*)\}$', 1)
 
 
-def judge_inputs(store: TableStore, artifact: str, inputs: DataFrame) -> DataFrame:
+def item_cap(cfg: LewinConfig, artifact: str) -> int:
+    return cfg.llm.qa_per_record if artifact == "social_qa" else cfg.llm.max_stories
+
+
+def judge_inputs(store: TableStore, cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFrame:
     """The judge's inputs from synth_<artifact>: one per reply, or one per item for stories and QA.
     The context holds the writer's own input and the judged output, so the judge prompt starts
     with exactly the source block the writer saw."""
@@ -385,6 +389,8 @@ def judge_inputs(store: TableStore, artifact: str, inputs: DataFrame) -> DataFra
     if artifact in PER_ITEM:
         items = F.from_json(F.get_json_object("output", f"$.{PER_ITEM[artifact]}"), ITEM_SCHEMAS[artifact])
         base = base.select(*cols, "_src", F.posexplode(items).alias("_pos", "_item"))
+        # a reply with more items than asked for: the extra ones are neither judged nor gold
+        base = base.where(F.col("_pos") < item_cap(cfg, artifact))
         base = base.select(*[F.concat_ws("#", "input_id", F.col("_pos").cast("string")).alias("input_id") if c == "input_id"
                              else F.to_json("_item").alias("output") if c == "output" else F.col(c) for c in cols],
                            "_src", F.concat_ws("#", "ledger_key", F.col("_pos").cast("string")).alias("_judge_key"))
@@ -398,7 +404,7 @@ def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = 
     """Score synth_<artifact>; judged_<artifact> keeps all scores, gold_<artifact> the accepted
     (items, for stories and QA: a bad item does not sink its list)."""
     store, cfg = ctx.store, ctx.cfg
-    items = ctx.materialize(f"judge_items_{artifact}", judge_inputs(store, artifact, inputs))
+    items = ctx.materialize(f"judge_items_{artifact}", judge_inputs(store, cfg, artifact, inputs))
     jin = items.select(F.col("_judge_key").alias("input_id"), "user_id", "source", "context")
     jname = f"judge_{artifact}"
     res = run_artifact(ctx, jname, jin, retry_dead)

@@ -413,6 +413,8 @@ _DEMO = {
     "max_users": 2,
     "max_records_per_user": 3,
     "qa_per_record": 1,
+    "max_stories": 3,
+    "chunk_size": 64,  # fewer ledger writes: each chunk is a Spark job and a MERGE
 }
 
 
@@ -459,6 +461,9 @@ class LlmConfig(_Strict):
     profile_min_words: int = Field(100, ge=1)
     profile_max_words: int = Field(400, ge=10)
     qa_per_record: int = Field(3, ge=1, le=6)
+    """QA items asked per record; a reply's items beyond it are not judged."""
+    max_stories: int = Field(8, ge=1, le=8)
+    """Stories judged per user (the first N of the reply)."""
     max_users: int | None = Field(None, ge=1)
     """Synthesise for at most N users (most records first): a budget for trial runs."""
     min_records_per_user: int = Field(1, ge=1)
@@ -501,9 +506,9 @@ EMIT_TASKS = ("profile_generation", "scenario_generation", "social_qa", "writing
               "personalized_commenting", "item_selection")
 
 
-# hold out enough of a few dozen users that every MCQ task has questions; 2 questions a task keep
-# the tiny CPU model's distractor writing to a couple of minutes
-_EMIT_DEMO = {"test_fraction": 0.3, "mcq_max_per_task": 2}
+# hold out enough of a few dozen users that every MCQ task has questions; 1 question a task keeps
+# the tiny CPU model's distractor writing to about a minute
+_EMIT_DEMO = {"test_fraction": 0.3, "mcq_max_per_task": 1}
 
 
 class EmitConfig(_Strict):
