@@ -407,8 +407,10 @@ _DEMO = {
     "record_max_chars": 800,
     "history_max_chars": 2400,
     "quality_keep": ["high", "medium"],
-    "judge_overall_gt": 2,
-    "judge_others_gt": 1,
+    # the tiny model's judge scores A.3's metric subsets mostly 1-3 (noise): overall >= 2 is kept,
+    # the other scores are recorded but not checked
+    "judge_overall_gt": 1,
+    "judge_others_gt": 0,
     "profile_min_words": 15,
     "max_users": 2,
     "max_records_per_user": 3,
