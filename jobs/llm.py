@@ -362,10 +362,11 @@ def replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema, key
     new = ctx.materialize(f"new_{table}", rows)
     cur = store.read(table)
     cols = [f.name for f in schema.fields if f.name not in ignore]
-    changed = new.select(*cols).exceptAll(cur.select(*cols))
-    stale = cur.select(key).join(new.select(key), key, "left_anti")
+    # both are read off the current table before either write replaces its files (Parquet tables)
+    changed = ctx.materialize(f"changed_{table}", new.select(*cols).exceptAll(cur.select(*cols)).select(key))
+    stale = ctx.materialize(f"stale_{table}", cur.select(key).join(new.select(key), key, "left_anti"))
     if changed.limit(1).count():
-        store.upsert(table, new.join(changed.select(key), key, "left_semi"), [key], schema)
+        store.upsert(table, new.join(changed, key, "left_semi"), [key], schema)
     if stale.limit(1).count():
         store.delete_keys(table, stale, [key])
 

@@ -62,7 +62,7 @@ def test_sample_is_stratified_seeded_and_sheet_marks_what_does_not_apply(spark, 
     persona = next(r for r in rows if r["artifact"] == "persona")
     assert persona["coverage"] == "" and persona["novelty"] == audit.NOT_APPLICABLE
     scenario = next(r for r in rows if r["artifact"] == "scenario")
-    assert scenario["novelty"] == "" and scenario["coverage"] == audit.NOT_APPLICABLE
+    assert scenario["novelty"] == "" and scenario["conciseness"] == audit.NOT_APPLICABLE
 
 
 def _fill(src, dst, rating):
