@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from lewin.schemas.config import LewinConfig
 from lewin.jobs.stage import _SCRATCH_RE, SCRATCH_PREFIX, Funnel, RunContext, Stage, _host_hash
 
 from .conftest import ENGINE, FIXTURES
@@ -248,7 +249,10 @@ def test_runs_rows_of_llm_per_artifact(tables):
             judged = tables(f"judged_{base}")
             gold = tables(f"gold_{base}") if (root / f"gold_{base}").is_dir() else ()
             synth = tables(f"synth_{base}")
-            n_inputs = (sum(len(json.loads(x["output"])[ITEMS[base]]) for x in synth) if base in ITEMS else len(synth))
+            demo = LewinConfig.model_validate({"llm": {"profile": "demo"}}).llm  # the sample run's profile
+            cap = {"stories": demo.max_stories, "social_qa": demo.qa_per_record}.get(base)
+            n_inputs = (sum(min(cap, len(json.loads(x["output"])[ITEMS[base]])) for x in synth) if base in ITEMS
+                        else len(synth))
             assert row["records_in"] == n_inputs, artifact
             assert row["kept"] == len(judged), artifact
             assert detail["gold"] == len(gold) == sum(1 for x in judged if x["accepted"]), artifact
