@@ -21,7 +21,7 @@ def test_wheel_exposes_only_the_lewin_namespace(tmp_path):
     names = zipfile.ZipFile(whl).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"lewin", next(t for t in tops if t.endswith(".dist-info"))}, tops
-    for module in ("lewin/jobs/cli.py", "lewin/udfs/readers.py", "lewin/schemas/tables.py", "lewin/udfs/prompts/persona.v1.j2",
+    for module in ("lewin/jobs/cli.py", "lewin/udfs/readers.py", "lewin/schemas/tables.py", "lewin/udfs/prompts/persona.v2.j2",
                    "lewin/jobs/sample_data/reddit/RS_sample_b.ndjson.zst"):
         assert module in names, module
     entry = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
