@@ -134,6 +134,8 @@ def _print_label(r) -> None:
         kept = gates.get("kept", 0) + gates.get("unlabelled", 0)
         why = ", ".join(f"{g}={n}" for g, n in sorted(gates.items()) if g not in ("kept", "unlabelled"))
         console.print(f"[bold]label {source}[/]: {kept} of {sum(gates.values())} records kept" + (f" ({why})" if why else ""))
+    if r.model_version:
+        console.print(f"[bold]label distilled[/]: {r.summary()}")
 
 
 def _print_llm(r) -> None:
@@ -383,7 +385,7 @@ def _print_status(store) -> None:
     t.add_column("table")
     t.add_column("rows", justify="right")
     t.add_column("version", justify="right")
-    names = list(T.BRONZE_TABLES) + list(T.SILVER_TABLES) + list(T.PII_TABLES) + ["llm_ledger"] + [
+    names = list(T.BRONZE_TABLES) + list(T.SILVER_TABLES) + list(T.PII_TABLES) + ["llm_ledger", "label_models"] + [
         f"{kind}_{a}" for a in LLM_ARTIFACTS for kind in ("synth", "judged", "gold")] + list(T.OPS_TABLES)
     for name in names:
         if store.exists(name):

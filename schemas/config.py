@@ -434,6 +434,38 @@ class CleanRewriteConfig(_Strict):
     """Share of the rewrite's distinct lower-cased words that occur in the original."""
 
 
+class DistillConfig(_Strict):
+    """``llm.labels: distilled`` (the FineWeb-Edu / NeMo Curator recipe): the LLM labels a seeded
+    sample per source, a linear classifier on hashed word n-grams learns those labels, and the
+    LLM labels only the records the classifier is unsure about."""
+
+    sample_per_source: int = Field(2000, ge=1)
+    """Records per source the LLM labels to train and check the classifier (the lowest
+    xxhash64(seed, record_id) of the source: the same records on every run)."""
+    holdout_fraction: float = Field(0.25, ge=0, lt=1)
+    """Share of each source's sample held out of training: the classifier's and the routed
+    labeller's agreement with the LLM is measured on it (0: no figures)."""
+    band: tuple[float, float] = (0.2, 0.8)
+    """[low, high] on the classifier's keep probability: records inside go to the LLM, the rest
+    take the classifier's labels (kept when the probability is at least 0.5)."""
+    features: int = Field(2**18, ge=2**8, le=2**24)
+    """Hash buckets for word unigrams and bigrams (the model holds 7 float32 weights per bucket:
+    2**18 is 7 MB)."""
+    epochs: int = Field(100, ge=1, le=10_000)
+    """At most this many full-batch L-BFGS iterations over the labelled sample (training stops
+    sooner once the loss stops falling); training has no random order: same labels, same model."""
+    seed: int = 0
+    """Picks the sample and its held-out slice."""
+
+    @field_validator("band")
+    @classmethod
+    def _band_inside_unit_interval(cls, band: tuple[float, float]) -> tuple[float, float]:
+        low, high = band
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"band must be [low, high] with 0 <= low < high <= 1 (got [{low}, {high}])")
+        return band
+
+
 class LlmConfig(_Strict):
     enabled: bool = True
     profile: Literal["paper", "demo"] = "paper"
@@ -445,13 +477,18 @@ class LlmConfig(_Strict):
     """The judge (paper: Qwen2.5-72B-Instruct, a different model from the writer). None: the
     writer's engine judges its own output, which the run logs as a warning."""
     sampling: LlmSampling = Field(default_factory=LlmSampling)
-    max_tokens: dict[str, int] = Field(default_factory=lambda: {
-        "quality": 96, "clean_rewrite": 768, "user_notes": 320, "persona": 192, "profile": 640, "stories": 512,
-        "writing_style": 192, "scenario": 320, "social_qa": 512, "judge": 192, "distractor": 160})
-    labels: Literal["llm", "off"] = "llm"
+    max_tokens: dict[str, int] = Field(default_factory=dict)
+    """Reply budgets that override the derived ones (``reply_budgets``: from the word limits,
+    the schemas' bounds, llm.max_stories and llm.qa_per_record). A reply that hits its budget
+    is a failure (retried, counted as truncated), never a silently short answer."""
+    labels: Literal["llm", "distilled", "off"] = "llm"
     """llm: every scrubbed record is labelled (quality, harm) through the ledger before timelines
     are built, and only records labelled quality_keep and not harmful reach `users` and every
-    task; off: no gate (records kept as "unlabelled")."""
+    task; distilled: the LLM labels a sample and the records a classifier trained on it is
+    unsure about, the classifier labels the rest (``distill``); off: no gate (records kept as
+    "unlabelled")."""
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    """``labels: distilled``: the sample, the held-out slice, the uncertainty band and the classifier."""
     clean_rewrite: CleanRewriteConfig = Field(default_factory=CleanRewriteConfig)
     artifacts: list[Literal[LLM_ARTIFACTS]] = Field(default_factory=lambda: list(LLM_ARTIFACTS))  # type: ignore[valid-type]
     quality_keep: list[Literal["high", "medium", "low"]] = Field(default_factory=lambda: ["high"])
@@ -492,7 +529,21 @@ class LlmConfig(_Strict):
     max_attempts: int = Field(3, ge=1)
     """A prompt that keeps failing becomes a dead letter after this many attempts."""
 
+    @property
+    def reply_budgets(self) -> dict[str, int]:
+        from lewin.schemas.llm import reply_budgets
+
+        derived = reply_budgets(self.persona_max_words, self.profile_max_words, self.max_stories, self.qa_per_record)
+        return {**derived, **self.max_tokens}
+
     def model_post_init(self, __context) -> None:
+        from lewin.schemas.llm import REPLY_BUDGET_KEYS
+
+        bad = sorted(set(self.max_tokens) - set(REPLY_BUDGET_KEYS))
+        if bad:
+            raise ValueError(f"llm.max_tokens: unknown key(s) {bad}; keys are {list(REPLY_BUDGET_KEYS)}")
+        if any(v < 1 for v in self.max_tokens.values()):
+            raise ValueError("llm.max_tokens: budgets must be >= 1")
         if self.profile == "demo":
             for k, v in _DEMO.items():
                 if k not in self.model_fields_set:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     BooleanType,
     DoubleType,
     IntegerType,
@@ -400,6 +401,34 @@ RECORD_LABELS = StructType(
         _f("prompt_version", StringType()),
         _f("model", StringType()),
         _f("ledger_key", StringType()),
+        _f("_label_run_id", StringType(), False),
+        _f("labeller", StringType()),  # llm | classifier (llm.labels: distilled); null when unlabelled
+        _f("keep_prob", DoubleType()),  # the classifier's P(quality kept) x P(harm none); null in llm mode
+        _f("label_model", StringType()),  # label_models.model_version that scored the record
+    ]
+)
+
+# llm.labels: distilled — one row per trained quality/harm classifier (lewin.udfs.label_model),
+# keyed by a hash of its labelled sample and parameters; a rerun with the same labels reuses it.
+# Agreement with the LLM on the held-out slice of the sample, for the classifier alone and for
+# the routed labeller (the LLM inside the band, the classifier outside).
+LABEL_MODELS = StructType(
+    [
+        _f("model_version", StringType(), False),
+        _f("created_at", TimestampType(), False),
+        _f("params", StringType(), False),  # JSON: llm.distill, quality_keep, training constants
+        _f("n_train", StringType(), False),  # JSON: source -> LLM labels trained on
+        _f("n_holdout", StringType(), False),  # JSON: source -> LLM labels held out
+        _f("classifier_keep_accuracy", DoubleType()),  # null: no held-out labels
+        _f("classifier_quality_accuracy", DoubleType()),
+        _f("classifier_harmful_recall", DoubleType()),  # null: no harmful held-out record
+        _f("classifier_high_precision", DoubleType()),  # null: nothing predicted high
+        _f("routed_keep_accuracy", DoubleType()),
+        _f("routed_quality_accuracy", DoubleType()),
+        _f("routed_harmful_recall", DoubleType()),
+        _f("routed_high_precision", DoubleType()),
+        _f("holdout_metrics", StringType()),  # JSON: "all" and each source -> the figures and counts
+        _f("model", BinaryType(), False),  # npz (lewin.udfs.label_model.LabelModel.to_bytes)
         _f("_label_run_id", StringType(), False),
     ]
 )
