@@ -41,7 +41,7 @@ def run_raw(n: str, artifact: str) -> None:
     eng = get_backend(backend_spec(cfg))
     reqs = [Request(p["input_id"], render(artifact, json.loads(p["context"]), opts), output_schema(artifact))
             for p in prompts(int(n))]
-    budget = cfg.llm.max_tokens[artifact]
+    budget = cfg.llm.reply_budgets[artifact]
     s = cfg.llm.sampling
     t = time.perf_counter()
     out = eng.generate(reqs, Sampling(s.temperature, s.top_p, budget, s.seed))

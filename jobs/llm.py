@@ -31,7 +31,7 @@ from lewin.schemas.config import LewinConfig, LlmEngineConfig
 from lewin.schemas.llm import JUDGE_METRICS, PER_ITEM, PER_RECORD, PER_USER
 from lewin.udfs.ids import stable_id
 from lewin.udfs.llm_backends import BackendSpec, Sampling
-from lewin.udfs.llm_prompts import LEDGER_FIELDS, PromptOptions, prompt_for, run_batch
+from lewin.udfs.llm_prompts import LEDGER_FIELDS, TRUNCATED, PromptOptions, prompt_for, run_batch
 from lewin.udfs.pool import map_in_arrow_pooled
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -61,6 +61,8 @@ class ArtifactResult:
     dead: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    truncated: int = 0
+    """Replies this run cut by their token budget (each a failed attempt)."""
 
     def funnel(self, gold: int | None) -> Funnel:
         # in = inputs; kept = ok replies; rejected = dead letters and (rarely) prompts still failed,
@@ -68,7 +70,8 @@ class ArtifactResult:
         return Funnel(stage=self.stage, source=self.artifact, records_in=self.inputs, kept=self.ok,
                       rejected=self.dead + self.failed,
                       detail={"calls": self.sent, "ok": self.ok, "failed": self.failed, "dead": self.dead,
-                              "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "gold": gold})
+                              "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "truncated": self.truncated,
+                              "gold": gold})
 
 
 @dataclass
@@ -114,7 +117,7 @@ def prompt_options(cfg: LewinConfig, artifact: str = "") -> PromptOptions:
     return PromptOptions(
         engine=backend_spec(cfg, artifact),
         sampling=Sampling(lc.sampling.temperature, lc.sampling.top_p, 0, lc.sampling.seed),
-        max_tokens=tuple(sorted(lc.max_tokens.items())), limits=tuple(sorted(_limits(cfg).items())),
+        max_tokens=tuple(sorted(lc.reply_budgets.items())), limits=tuple(sorted(_limits(cfg).items())),
         qa_per_record=lc.qa_per_record, record_max_chars=lc.record_max_chars,
         history_max_chars=lc.history_max_chars, max_attempts=lc.max_attempts,
     )
@@ -125,7 +128,7 @@ def params_hash(cfg: LewinConfig, artifact: str) -> str:
     the settings the artifact's prompt uses (so a new QA count does not relabel every record)."""
     lc = cfg.llm
     subject = artifact.removeprefix("judge_")
-    budget = lc.max_tokens.get("judge" if artifact.startswith("judge_") else artifact)
+    budget = lc.reply_budgets.get("judge" if artifact.startswith("judge_") else artifact)
     uses: list = [lc.record_max_chars]
     if subject in PER_USER or subject == "user_notes":
         uses += [lc.history_max_chars, _limits(cfg) if subject in PER_USER else None]
@@ -272,26 +275,59 @@ def keyed_inputs(cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFram
                   ).alias("ledger_key"),
         F.lit(artifact).alias("artifact"), "input_id", input_hash.alias("input_hash"), "user_id", "source",
         F.lit(prompt.version).alias("prompt_version"), F.lit(model).alias("model"), F.lit(ph).alias("params_hash"),
-        "context",
+        "context", *(["_group"] if "_group" in inputs.columns else []),
     )
+
+
+@dataclass(frozen=True)
+class Send:
+    """Prompts of one artifact to send, and which of them go out together: ``group`` names the
+    column of ``inputs`` whose rows share a prompt prefix (a user's history, a record)."""
+
+    artifact: str
+    inputs: DataFrame
+    group: str = "input_id"
+
+
+# The order prompts go out in: user by user, and within a user the prompts of one group (the
+# user's history, one record) one after another, artifact by artifact. Prompts that share a prefix
+# are then sent back to back, so a prefix cache (vLLM's; llama.cpp's previous-prompt reuse)
+# serves the shared part once (bench/llm_cost.py replays this order through a model of vLLM's cache).
+SEND_ORDER = ("source", "user_id", "_group", "_rank", "input_id")
+
+
+def send_frame(cfg: LewinConfig, sends: list[Send]) -> DataFrame:
+    """The keyed prompts of ``sends`` with the columns ``SEND_ORDER`` sorts by."""
+    parts = [keyed_inputs(cfg, s.artifact, s.inputs.withColumn("_group", F.col(s.group))).withColumn("_rank", F.lit(i))
+             for i, s in enumerate(sends)]
+    return functools.reduce(DataFrame.unionByName, parts)
 
 
 def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False,
                  stage: str = "llm") -> ArtifactResult:
-    """Send every input the ledger does not hold as done; write replies chunk by chunk. Failed
-    prompts are retried within the run (another seed each time) until they succeed or reach
+    return run_artifacts(ctx, [Send(artifact, inputs)], retry_dead, stage)[0]
+
+
+def run_artifacts(ctx: RunContext, sends: list[Send], retry_dead: bool = False, stage: str = "llm") -> list[ArtifactResult]:
+    """Send every input the ledger does not hold as done, in ``SEND_ORDER`` across the given
+    artifacts (one engine: writers, or judges); write replies chunk by chunk. Failed prompts are
+    retried within the run (another seed each time) until they succeed or reach
     ``llm.max_attempts`` and become dead letters, so a rerun has nothing left to send.
     ``retry_dead`` gives dead letters (but not over-long prompts) a fresh set of attempts."""
     store, cfg, run_id = ctx.store, ctx.cfg, ctx.run_id
-    res = ArtifactResult(artifact, stage)
-    keyed = ctx.materialize("llm_keyed", keyed_inputs(cfg, artifact, inputs))
-    res.inputs = keyed.count()
-    task = ctx.progress.task(f"llm {artifact}", "prompts")
+    arts = [s.artifact for s in sends]
+    specs = {backend_spec(cfg, a) for a in arts}
+    if len(specs) != 1:
+        raise ValueError(f"one send runs on one engine: {arts} use {len(specs)}")
+    results = {a: ArtifactResult(a, stage) for a in arts}
+    keyed = ctx.materialize("llm_keyed", send_frame(cfg, sends))
+    for r in keyed.groupBy("artifact").count().collect():
+        results[r["artifact"]].inputs = r["count"]
+    task = ctx.progress.task("llm " + "+".join(arts), "prompts")
     store.ensure("llm_ledger", T.LLM_LEDGER)
-    opts = prompt_options(cfg, artifact)
-    fn = functools.partial(run_batch, opts=opts)
+    fn = functools.partial(run_batch, opts=prompt_options(cfg, arts[0]))
     for round_no in range(cfg.llm.max_attempts + 1):
-        ledger = store.read("llm_ledger").where(F.col("artifact") == artifact).select(
+        ledger = store.read("llm_ledger").where(F.col("artifact").isin(arts)).select(
             "ledger_key", "status", "error", F.col("attempts").alias("prev_attempts"))
         todo = F.col("status").isNull() | (F.col("status") == "failed")
         if retry_dead and round_no == 0:
@@ -301,33 +337,41 @@ def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: 
         if retry_dead and round_no == 0:
             prev = F.when(F.col("status") == "dead", F.lit(0)).otherwise(prev)
         pending = pending.withColumn("prev_attempts", prev).drop("status", "error")
-        # chunks of exactly llm.chunk_size prompts, numbered once when the pending set is staged
-        w = Window.orderBy("ledger_key")
-        pending = pending.withColumn("_chunk", F.floor((F.row_number().over(w) - 1) / cfg.llm.chunk_size))
-        pending = ctx.materialize("llm_pending", pending)
-        n = pending.count()
+        # chunks of exactly llm.chunk_size prompts in sending order, numbered once when the
+        # pending set is staged
+        pending = pending.withColumn("_seq", F.row_number().over(Window.orderBy(*SEND_ORDER)))
+        pending = ctx.materialize("llm_pending", pending.withColumn(
+            "_chunk", F.floor((F.col("_seq") - 1) / cfg.llm.chunk_size)))
+        counts = {r["artifact"]: r["count"] for r in pending.groupBy("artifact").count().collect()}
+        n = sum(counts.values())
         if not n:
             break
         task.update(0, n)
-        res.sent += n
+        for a, k in counts.items():
+            results[a].sent += k
         for c in range(math.ceil(n / cfg.llm.chunk_size)):
             part = pending.where(F.col("_chunk") == c).drop("_chunk")
-            # spread the chunk over the workers: one engine call per small batch
-            part = part.repartition(max(1, store.engine.python_workers))
+            # spread the chunk over the workers by prefix group (a group's prompts on one worker,
+            # in sending order; labels, each its own group, spread evenly)
+            part = part.repartition(max(1, store.engine.python_workers), "_group").sortWithinPartitions("_seq")
             replies = map_in_arrow_pooled(part, fn, _LEDGER_OUT, store.engine.python_workers)
             replies = replies.withColumn("run_id", F.lit(run_id)).withColumn(
                 "updated_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
             # materialise first: the MERGE must not call the model again when it re-reads its source
-            store.upsert("llm_ledger", ctx.materialize("llm_replies", replies), ["ledger_key"], T.LLM_LEDGER)
+            replies = ctx.materialize("llm_replies", replies)
+            store.upsert("llm_ledger", replies, ["ledger_key"], T.LLM_LEDGER)
+            for r in replies.where(F.col("error").startswith(TRUNCATED)).groupBy("artifact").count().collect():
+                results[r["artifact"]].truncated += r["count"]
             task.update(min(n, (c + 1) * cfg.llm.chunk_size), n)
             ctx.failpoint("after_chunk")
     done = store.read("llm_ledger").join(keyed.select("ledger_key"), "ledger_key", "left_semi")
-    for r in done.groupBy("status").agg(F.count(F.lit(1)).alias("n"), F.sum("tokens_in").alias("ti"),
-                                          F.sum("tokens_out").alias("to")).collect():
+    for r in done.groupBy("artifact", "status").agg(F.count(F.lit(1)).alias("n"), F.sum("tokens_in").alias("ti"),
+                                                    F.sum("tokens_out").alias("to")).collect():
+        res = results[r["artifact"]]
         setattr(res, r["status"], r["n"])
         res.tokens_in += r["ti"] or 0
         res.tokens_out += r["to"] or 0
-    return res
+    return [results[a] for a in arts]
 
 
 def generate(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False,
@@ -386,29 +430,34 @@ def judge_inputs(store: TableStore, cfg: LewinConfig, artifact: str, inputs: Dat
     with exactly the source block the writer saw."""
     synth = store.read(f"synth_{artifact}", T.SYNTH)
     base = synth.join(inputs.select("input_id", F.col("context").alias("_src")), "input_id")
+    base = base.withColumn("_group", F.col("input_id"))  # a judge goes out beside its input's other judges
     cols = [f.name for f in T.SYNTH.fields]
     if artifact in PER_ITEM:
         items = F.from_json(F.get_json_object("output", f"$.{PER_ITEM[artifact]}"), ITEM_SCHEMAS[artifact])
-        base = base.select(*cols, "_src", F.posexplode(items).alias("_pos", "_item"))
+        base = base.select(*cols, "_src", "_group", F.posexplode(items).alias("_pos", "_item"))
         # a reply with more items than asked for: the extra ones are neither judged nor gold
         base = base.where(F.col("_pos") < item_cap(cfg, artifact))
         base = base.select(*[F.concat_ws("#", "input_id", F.col("_pos").cast("string")).alias("input_id") if c == "input_id"
                              else F.to_json("_item").alias("output") if c == "output" else F.col(c) for c in cols],
-                           "_src", F.concat_ws("#", "ledger_key", F.col("_pos").cast("string")).alias("_judge_key"))
+                           "_src", "_group", F.concat_ws("#", "ledger_key", F.col("_pos").cast("string")).alias("_judge_key"))
     else:
         base = base.withColumn("_judge_key", F.col("ledger_key"))
     context = F.concat(F.lit('{"source":'), F.col("_src"), F.lit(',"output":'), _json_string("output"), F.lit("}"))
     return base.withColumn("context", context)
 
 
-def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False) -> ArtifactResult:
-    """Score synth_<artifact>; judged_<artifact> keeps all scores, gold_<artifact> the accepted
-    (items, for stories and QA: a bad item does not sink its list)."""
+def judge_send(ctx: RunContext, artifact: str, inputs: DataFrame) -> tuple[DataFrame, Send]:
+    """The items to judge (from synth_<artifact>) and their judge prompts."""
+    items = ctx.materialize(f"judge_items_{artifact}", judge_inputs(ctx.store, ctx.cfg, artifact, inputs))
+    jin = items.select(F.col("_judge_key").alias("input_id"), "user_id", "source", "context", "_group")
+    return items, Send(f"judge_{artifact}", jin, "_group")
+
+
+def publish_judged(ctx: RunContext, artifact: str, items: DataFrame, jin: DataFrame) -> None:
+    """judged_<artifact> keeps every item's scores, gold_<artifact> the accepted (items, for
+    stories and QA: a bad item does not sink its list)."""
     store, cfg = ctx.store, ctx.cfg
-    items = ctx.materialize(f"judge_items_{artifact}", judge_inputs(store, cfg, artifact, inputs))
-    jin = items.select(F.col("_judge_key").alias("input_id"), "user_id", "source", "context")
     jname = f"judge_{artifact}"
-    res = run_artifact(ctx, jname, jin, retry_dead)
     current = keyed_inputs(cfg, jname, jin).select("ledger_key")
     verdicts = store.read("llm_ledger").where((F.col("artifact") == jname) & (F.col("status") == "ok")).join(
         current, "ledger_key", "left_semi"
@@ -428,7 +477,6 @@ def judge(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = 
     judged = judged.select(*[F.col(f.name).cast(f.dataType) for f in T.JUDGED.fields])
     replace_if_changed(ctx, f"judged_{artifact}", judged, T.JUDGED)
     replace_if_changed(ctx, f"gold_{artifact}", store.read(f"judged_{artifact}").where("accepted"), T.JUDGED)
-    return res
 
 
 # --- the whole stage ---------------------------------------------------------------------------------
@@ -483,10 +531,16 @@ def _run_llm(ctx: RunContext, retry_dead: bool) -> LlmResult:
         per_user = ctx.materialize("llm_user_inputs", user_inputs(ctx, records, result, retry_dead))
     if any(a in PER_RECORD for a in arts):
         per_record = ctx.materialize("llm_record_inputs", record_inputs(experience_records(records, cfg)))
-    for artifact in arts:
-        inputs = per_user if artifact in PER_USER else per_record
-        result.stages.append(run_artifact(ctx, artifact, inputs, retry_dead))
-        publish_synth(ctx, artifact, inputs)
-        result.stages.append(judge(ctx, artifact, inputs, retry_dead))
-        result.gold[artifact] = store.count(f"gold_{artifact}")
+    inputs = {a: per_user if a in PER_USER else per_record for a in arts}
+    # writers, then judges, each in one send: a user's prompts go out back to back (SEND_ORDER)
+    written = run_artifacts(ctx, [Send(a, inputs[a]) for a in arts], retry_dead)
+    for a in arts:
+        publish_synth(ctx, a, inputs[a])
+    to_judge = {a: judge_send(ctx, a, inputs[a]) for a in arts}
+    judged = run_artifacts(ctx, [send for _, send in to_judge.values()], retry_dead)
+    for a, w, j in zip(arts, written, judged):
+        items, send = to_judge[a]
+        publish_judged(ctx, a, items, send.inputs)
+        result.stages += [w, j]
+        result.gold[a] = store.count(f"gold_{a}")
     return result

@@ -8,6 +8,7 @@ that parses but breaks them is a schema violation, retried like any other failur
 from __future__ import annotations
 
 import json
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +22,14 @@ class _Out(BaseModel):
 
 HarmKind = Literal["none", "violence", "pornography", "privacy violation"]
 
+# Free-text fields nobody downstream reads at length: short, because at the paper's scale every
+# generated token is paid for (5.5 M labels, millions of judge replies). The prompts ask for
+# at most 20 and 40 words.
+LABEL_REASON_MAX_CHARS = 200
+JUDGE_REASONS_MAX_CHARS = 300
+# the notes template asks for at most this many words
+NOTES_MAX_WORDS = 150
+
 
 class QualityLabel(_Out):
     """The paper's two labels (§2.1): quality high/medium/low, and harmful yes/no, asked as which
@@ -28,7 +37,7 @@ class QualityLabel(_Out):
 
     quality: Literal["high", "medium", "low"]
     harm: HarmKind
-    reason: str = Field(max_length=400)
+    reason: str = Field(max_length=LABEL_REASON_MAX_CHARS)
 
     @property
     def harmful(self) -> str:
@@ -105,7 +114,7 @@ class Judgement(_Out):
     novelty: int | None = Field(None, ge=1, le=10)
     leakage: int | None = Field(None, ge=1, le=10)
     overall: int = Field(ge=1, le=10)
-    reasons: str = Field(default="", max_length=600)
+    reasons: str = Field(default="", max_length=JUDGE_REASONS_MAX_CHARS)
 
 
 OUTPUT_MODELS: dict[str, type[_Out]] = {
@@ -172,6 +181,49 @@ PER_RECORD = ("scenario", "social_qa")
 PER_ITEM: dict[str, str] = {"stories": "stories", "social_qa": "items"}
 
 
+# Reply budgets (max_tokens) derived from what a compliant reply may hold: its word limit, else
+# its schema's character bounds, at generous English BPE rates so a compliant reply always fits
+# (a reply that hits its budget is a failure, not a short answer), plus the JSON around it.
+TOKENS_PER_WORD = 1.5
+CHARS_PER_TOKEN = 3.5
+JSON_TOKENS_PER_FIELD = 8
+SCORE_TOKENS = 6  # "metric": 10,
+
+
+def _chars(model: type[BaseModel], name: str) -> int:
+    return next(m.max_length for m in model.model_fields[name].metadata if hasattr(m, "max_length"))
+
+
+def _text_tokens(chars: int = 0, words: int = 0) -> int:
+    return math.ceil(words * TOKENS_PER_WORD + chars / CHARS_PER_TOKEN) + JSON_TOKENS_PER_FIELD
+
+
+def reply_budgets(persona_max_words: int, profile_max_words: int, max_stories: int, qa_per_record: int) -> dict[str, int]:
+    """max_tokens per artifact (``judge`` for every judge) from the word limits and the schemas."""
+    story = _text_tokens(_chars(Story, "summary")) + _text_tokens(_chars(Story, "narrative"))
+    qa = (JSON_TOKENS_PER_FIELD + 4 + _text_tokens(_chars(QA, "scenario")) + _text_tokens(_chars(QA, "question"))
+          + _text_tokens(_chars(QA, "answer")))
+    scenario = (_text_tokens(_chars(Scenario, "background")) + _text_tokens(_chars(Scenario, "plots"))
+                + 8 * JSON_TOKENS_PER_FIELD + 4)
+    return {
+        "quality": 2 * JSON_TOKENS_PER_FIELD + 8 + _text_tokens(LABEL_REASON_MAX_CHARS),
+        "clean_rewrite": _text_tokens(_chars(CleanRewrite, "text")),
+        "user_notes": _text_tokens(words=NOTES_MAX_WORDS),
+        "persona": _text_tokens(words=persona_max_words),
+        "profile": _text_tokens(words=profile_max_words),
+        "stories": 4 + max_stories * story,
+        "writing_style": _text_tokens(_chars(WritingStyle, "style")),
+        "scenario": scenario,
+        "social_qa": 4 + qa_per_record * qa,
+        "judge": 4 + len(METRICS) * SCORE_TOKENS + _text_tokens(JUDGE_REASONS_MAX_CHARS),
+        "distractor": _text_tokens(words=100),
+    }
+
+
+REPLY_BUDGET_KEYS = ("quality", "clean_rewrite", "user_notes", *("persona", "profile", "stories", "writing_style"),
+                     "scenario", "social_qa", "judge", "distractor")
+
+
 def judge_schema(artifact: str) -> dict:
     metrics = JUDGE_METRICS[artifact]
     # an enum, not minimum/maximum: llama.cpp's grammar ignores integer bounds
@@ -195,23 +247,6 @@ def output_schema(artifact: str) -> dict:
     if artifact.startswith("judge_"):
         return judge_schema(artifact[len("judge_"):])
     return _without_lengths(OUTPUT_MODELS[artifact].model_json_schema())
-
-
-def repair_truncated(text: str) -> str:
-    """A reply cut off by the token budget inside its last string (a judge's free-text reasons):
-    close the string and the object. Anything else stays as it is (and fails to parse)."""
-    t = text.rstrip()
-    in_str, esc = False, False
-    for ch in t:
-        if esc:
-            esc = False
-        elif ch == "\\":
-            esc = True
-        elif ch == '"':
-            in_str = not in_str
-    if in_str:
-        t += '"'
-    return t + "}" * max(0, t.count("{") - t.count("}"))
 
 
 def _words(s: str) -> int:

@@ -21,7 +21,7 @@ from lewin.jobs.tables import TableStore
 from lewin.jobs.users import build_users
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig, StorageConfig
-from lewin.schemas.llm import output_schema, repair_truncated, validate_output
+from lewin.schemas.llm import output_schema, validate_output
 from lewin.udfs import llm_prompts
 from lewin.udfs.llm_backends import BackendSpec, OpenAIBackend, Request, Response, Sampling, default_gguf
 
@@ -66,7 +66,7 @@ def test_validate_output_cases():
                                                '"overall": 9, "reasons": "line one\nline two"}', LIMITS)
     assert why is None and ok["overall"] == 9
     assert "missing scores" in validate_output("judge_persona", '{"overall": 9}', LIMITS)[1]
-    assert json.loads(repair_truncated('{"overall": 9, "reasons": "cut off mid'))["reasons"] == "cut off mid"
+
     schema = json.dumps(output_schema("profile"))
     assert "maxLength" not in schema and "minLength" not in schema
 
@@ -220,7 +220,16 @@ class _Scripted:
             raise RuntimeError("CUDA out of memory (simulated)")
         from .fake_openai import reply_for
 
-        return [Response(r.key, json.dumps(reply_for(r.schema, r.messages[-1]["content"])), 10, 10, 1) for r in requests]
+        self.budgets = getattr(self, "budgets", []) + [(r.sampling or sampling).max_tokens for r in requests]
+        out = []
+        for r in requests:
+            text = json.dumps(reply_for(r.schema, r.messages[-1]["content"]))
+            if "TRUNCATE" in r.messages[-1]["content"]:  # a reply cut by its budget: a valid-looking prefix
+                out.append(Response(r.key, text[:-2] + '"}', 10, (r.sampling or sampling).max_tokens, 1,
+                                    extra={"finish_reason": "length"}))
+            else:
+                out.append(Response(r.key, text, 10, 10, 1, extra={"finish_reason": "stop"}))
+        return out
 
 
 def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
@@ -243,6 +252,71 @@ def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
     assert q["r_long"]["status"] == "dead" and q["r_long"]["error"].startswith("prompt_too_long")
     assert q["r_boom"]["status"] == "dead" and q["r_boom"]["attempts"] == 2 and "CUDA out of memory" in q["r_boom"]["error"]
     assert q["r_ok"]["status"] == "ok", "a failing engine call fails only its own prompt"
+
+
+def test_a_reply_cut_by_its_budget_is_a_failure_and_counted(tmp_path, engine):
+    """finish_reason "length" fails the attempt as truncated (even when the cut reply parses),
+    is retried, then dead; the run counts it. A reply's budget is what the context leaves, at most
+    the artifact's derived budget."""
+    from lewin.jobs.label import run_labels as labels_of
+    from lewin.jobs.llm import backend_spec
+    from lewin.udfs.llm_backends import register_backend
+
+    cfg = _cfg(tmp_path, "http://unused")
+    cfg.llm.engine.kind, cfg.llm.engine.model = "llamacpp", "scripted-trunc"
+    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)
+    store = TableStore(inline, cfg.storage)
+    _seed_tables(store, engine.spark, cfg, {"r_ok": "A short fine post.", "r_cut": "TRUNCATE this reply"})
+    double = _Scripted()
+    double.context_tokens = 4096
+    register_backend(backend_spec(cfg), double)
+    res = labels_of(store, cfg).stages[0]
+    q = _ledger(store)
+    assert q["r_cut"]["status"] == "dead" and q["r_cut"]["error"].startswith("truncated: reply hit max_tokens=")
+    assert q["r_cut"]["attempts"] == cfg.llm.max_attempts and q["r_ok"]["status"] == "ok"
+    assert res.truncated == cfg.llm.max_attempts and res.funnel(None).detail["truncated"] == res.truncated
+    assert set(double.budgets) == {cfg.llm.reply_budgets["quality"]}
+
+
+@pytest.mark.parametrize("context, expect", [(1080, 80), (1050, None), (2000, "budget")])
+def test_the_reply_gets_what_the_context_leaves(context, expect):
+    """Budget = min(the artifact's budget, context - prompt); under MIN_REPLY_TOKENS left: not sent."""
+    import pyarrow as pa
+
+    from lewin.jobs.llm import prompt_options
+    from lewin.udfs.llm_backends import register_backend
+
+    cfg = LewinConfig()
+    cfg.llm.engine.kind, cfg.llm.engine.model = "llamacpp", f"scripted-ctx-{context}"
+    double = _Scripted()
+    double.context_tokens, double.count_tokens = context, lambda messages: 1000
+    register_backend(prompt_options(cfg, "quality").engine, double)
+    row = {"ledger_key": "k", "artifact": "quality", "input_id": "r", "input_hash": "h", "user_id": "u", "source": "s",
+           "prompt_version": "v", "model": "m", "params_hash": "p", "prev_attempts": 0,
+           "context": json.dumps({"text": "A post.", "date": "2021-01-01"})}
+    out = next(llm_prompts.run_batch(pa.RecordBatch.from_pylist([row]), prompt_options(cfg, "quality"))).to_pylist()[0]
+    if expect is None:
+        assert out["status"] == "dead" and out["error"].startswith("prompt_too_long") and not getattr(double, "budgets", [])
+    else:
+        assert out["status"] == "ok"
+        assert double.budgets == [cfg.llm.reply_budgets["quality"] if expect == "budget" else expect]
+
+
+def test_reply_budgets_follow_the_word_limits_and_schemas():
+    """Budgets derive from what a compliant reply may hold: a persona of the word limit fits, a
+    profile of 400 words fits, and they move with the settings; overrides win; bad keys fail."""
+    from lewin.schemas.config import ConfigError, load_config
+    from lewin.schemas.llm import TOKENS_PER_WORD
+
+    lc = LewinConfig().llm
+    b = lc.reply_budgets
+    assert b["persona"] >= lc.persona_max_words * TOKENS_PER_WORD and b["persona"] < 2 * lc.persona_max_words * TOKENS_PER_WORD
+    assert b["profile"] >= lc.profile_max_words * TOKENS_PER_WORD
+    assert b["stories"] > b["persona"] and b["social_qa"] > b["scenario"] > b["judge"] > b["quality"]
+    more = load_config(None, ["llm.profile_max_words=600", "llm.qa_per_record=6", "llm.max_tokens.judge=99"]).llm.reply_budgets
+    assert more["profile"] > b["profile"] and more["social_qa"] > b["social_qa"] and more["judge"] == 99
+    with pytest.raises(ConfigError, match="llm.max_tokens"):
+        load_config(None, ["llm.max_tokens.jugde=10"])
 
 
 def test_prompt_version_change_reruns_only_that_artifact(tmp_path, engine, monkeypatch):

@@ -311,3 +311,32 @@ def test_prompts_share_the_history_as_a_token_prefix_under_the_real_chat_templat
         assert n_source > 60
         assert shared >= n_source - 1, (shared, n_source)  # the last token may merge with what follows
         assert shared // 16 >= (n_source - 1) // 16, "vLLM reuses every full 16-token block of the history"
+
+
+def _runs_of(prompts: list[tuple[str, str]], kinds: set[str], key) -> dict[str, list[int]]:
+    """Positions in the sending sequence of the prompts of ``kinds``, by ``key(user message)``."""
+    seq = [u for k, u in prompts if k in kinds]
+    out: dict[str, list[int]] = {}
+    for i, u in enumerate(seq):
+        out.setdefault(key(u), []).append(i)
+    return out
+
+
+def test_prompts_that_share_a_prefix_are_sent_back_to_back(run):
+    """The stage's sending order (jobs.llm.SEND_ORDER): a user's four per-user prompts one after
+    another, then later its judges one after another, and a record's scenario and QA together, so
+    a prefix cache serves the shared history or record once."""
+    _, _, _, _, writer, judge = run
+    before_task = lambda u: u.rsplit("\n\n", 1)[0]  # noqa: E731 - the source block
+    groups = [
+        _runs_of(writer.prompts, {"persona", "profile", "stories", "style"}, before_task),
+        _runs_of(writer.prompts, {"background", "social_qa"}, before_task),
+        _runs_of(judge.prompts, {"judge"}, lambda u: u.split("\n\nGenerated ", 1)[0]),
+    ]
+    for runs in groups:
+        assert runs and any(len(p) > 1 for p in runs.values())
+        for source, positions in runs.items():
+            assert positions == list(range(positions[0], positions[0] + len(positions))), source[:80]
+    # per user: four writer prompts; its judges: persona, profile, its 2 judged stories, style
+    assert sorted(len(p) for p in groups[0].values()) == [4, 4]
+    assert max(len(p) for p in groups[2].values()) == 5

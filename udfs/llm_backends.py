@@ -57,6 +57,9 @@ class Request:
     key: str
     messages: tuple  # ({"role": …, "content": …}, …)
     schema: dict | None = None
+    sampling: Sampling | None = None
+    """This request's own sampling (its reply budget, its attempt's seed); None: the call's. Per
+    request, so a batch can keep the stage's sending order across artifacts and retries."""
 
 
 @dataclass
@@ -112,14 +115,15 @@ class LlamaCppBackend:
         out = []
         for r in requests:
             t = time.perf_counter()
+            sp = r.sampling or sampling
             try:
                 kwargs = {}
                 if r.schema is not None:
                     kwargs["response_format"] = {"type": "json_object", "schema": r.schema}
                 with self._lock:
                     res = self._llm.create_chat_completion(
-                        messages=list(r.messages), max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                        top_p=sampling.top_p, seed=sampling.seed, **kwargs)
+                        messages=list(r.messages), max_tokens=sp.max_tokens, temperature=sp.temperature,
+                        top_p=sp.top_p, seed=sp.seed, **kwargs)
                 usage = res.get("usage") or {}
                 out.append(Response(r.key, res["choices"][0]["message"]["content"], usage.get("prompt_tokens", 0),
                                     usage.get("completion_tokens", 0), int((time.perf_counter() - t) * 1000),
@@ -156,6 +160,7 @@ class OpenAIBackend:
         return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)  # an estimate: no tokenizer here
 
     def build_body(self, r: Request, sampling: Sampling) -> dict:
+        sampling = r.sampling or sampling
         body = {"model": self.model, "messages": list(r.messages), "max_tokens": sampling.max_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
         if r.schema is not None:
@@ -254,7 +259,7 @@ class VllmBackend:
         t = time.perf_counter()
         try:
             outs = self._llm.chat([list(r.messages) for r in requests],
-                                  sampling_params=[self.sampling_params(sampling, r.schema) for r in requests],
+                                  sampling_params=[self.sampling_params(r.sampling or sampling, r.schema) for r in requests],
                                   use_tqdm=False)
         except Exception as exc:  # the batch failed as a whole: retry each request alone
             if len(requests) == 1:

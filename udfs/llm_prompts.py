@@ -16,9 +16,10 @@ source layout, so editing any of them reruns exactly the rows built from it.
 
 Per-user sources hold the notes distilled from older records (see jobs/llm.py) and the latest
 records, oldest first, each cut to ``record_max_chars``; if they still exceed
-``history_max_chars`` the oldest records are dropped (the latest always stays). A prompt longer
-than the engine's context minus the reply budget fails as ``prompt_too_long`` without an engine
-call, and is not retried.
+``history_max_chars`` the oldest records are dropped (the latest always stays). The reply gets the
+context the prompt leaves, up to its budget; a prompt that leaves less than ``MIN_REPLY_TOKENS``
+fails as ``prompt_too_long`` without an engine call, and is not retried. A reply cut by its
+budget fails as ``truncated`` (retried), never passes as a short answer.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lewin.schemas.llm import JUDGE_METRICS, METRIC_DEFINITIONS, output_schema, repair_truncated, validate_output
+from lewin.schemas.llm import JUDGE_METRICS, METRIC_DEFINITIONS, output_schema, validate_output
 from lewin.udfs.llm_backends import BackendSpec, Request, Response, Sampling, get_backend
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -154,11 +155,10 @@ def render(artifact: str, context: dict, opts: PromptOptions) -> tuple[dict, ...
     return ({"role": "system", "content": p.system}, {"role": "user", "content": f"{source}\n\n{task}"})
 
 
-def _ENDS_IN_FREE_TEXT(artifact: str) -> bool:
-    """Replies whose last field is prose: when the token budget cuts them, closing the string
-    keeps what was written (the judge then scores it like any other reply)."""
-    return artifact.startswith("judge_") or artifact in ("quality", "user_notes", "persona", "profile", "writing_style")
-
+# a prompt must leave the reply at least this many tokens of the context (or its whole budget)
+MIN_REPLY_TOKENS = 64
+# the error a reply cut by its token budget fails with (counted per artifact as the truncation rate)
+TRUNCATED = "truncated"
 
 LEDGER_FIELDS = [
     ("ledger_key", pa.string()), ("artifact", pa.string()), ("input_id", pa.string()), ("input_hash", pa.string()),
@@ -201,36 +201,39 @@ def run_batch(batch: pa.RecordBatch, opts: PromptOptions):
             results[r["ledger_key"]] = dict(base, status="dead", error=f"prompt error: {exc}"[:500])
             continue
         n_in = engine.count_tokens(messages)
-        if n_in + budget > engine.context_tokens:
+        # the reply gets what the context leaves, up to its budget (a reply that needs more is
+        # cut, and fails as truncated); a prompt that leaves less than MIN_REPLY_TOKENS is not sent
+        room = engine.context_tokens - n_in
+        if room < min(budget, MIN_REPLY_TOKENS):
             results[r["ledger_key"]] = dict(base, status="dead", tokens_in=n_in,
-                                            error=f"prompt_too_long: {n_in} + {budget} tokens > context {engine.context_tokens}")
+                                            error=f"prompt_too_long: {n_in} tokens leave {room} of context "
+                                                  f"{engine.context_tokens} for the reply")
             continue
-        todo.append((base, Request(r["ledger_key"], messages, output_schema(r["artifact"])), budget))
-    # group by reply budget and attempt so one engine call shares its sampling parameters; a retry
-    # samples with another seed (the same seed would reproduce the same failure)
-    by_budget: dict[tuple[int, int], list] = {}
-    for item in todo:
-        by_budget.setdefault((item[2], item[0]["attempts"]), []).append(item)
-    for (budget, attempt), items in by_budget.items():
-        sampling = Sampling(opts.sampling.temperature, opts.sampling.top_p, budget, opts.sampling.seed + attempt - 1)
-        for i in range(0, len(items), max(1, opts.batch_size)):
-            chunk = items[i:i + opts.batch_size]
-            responses = _generate_isolated(engine, [req for _, req, _ in chunk], sampling)
-            for (base, req, _), resp in zip(chunk, responses):
-                row = dict(base, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_ms=resp.latency_ms)
-                if resp.error:
-                    row.update(status="failed", error=resp.error)
+        budget = min(budget, room)
+        sampling = Sampling(opts.sampling.temperature, opts.sampling.top_p, budget, opts.sampling.seed + attempts - 1)
+        todo.append((base, Request(r["ledger_key"], messages, output_schema(r["artifact"]), sampling), budget))
+    # batches in the order the stage sent the rows (a user's prompts one after another, so an
+    # engine's prefix cache serves their shared history); each request carries its own reply
+    # budget and its attempt's seed (the same seed would reproduce the same failure)
+    for i in range(0, len(todo), max(1, opts.batch_size)):
+        chunk = todo[i:i + opts.batch_size]
+        responses = _generate_isolated(engine, [req for _, req, _ in chunk], opts.sampling)
+        for (base, req, budget), resp in zip(chunk, responses):
+            row = dict(base, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_ms=resp.latency_ms)
+            if resp.error:
+                row.update(status="failed", error=resp.error)
+            elif resp.extra.get("finish_reason") == "length":
+                # cut by the reply budget: a failure (retried), never a silently short answer
+                row.update(status="failed", error=f"{TRUNCATED}: reply hit max_tokens={budget} | reply: "
+                                                   f"{(resp.text or '')[-200:]}")
+            else:
+                parsed, why = validate_output(base["artifact"], resp.text, limits)
+                if parsed is None:
+                    row.update(status="failed", error=f"{why} | reply: {(resp.text or '')[:300]}")
                 else:
-                    text = resp.text
-                    if _ENDS_IN_FREE_TEXT(base["artifact"]) and getattr(resp, "extra", {}).get("finish_reason") == "length":
-                        text = repair_truncated(text or "")
-                    parsed, why = validate_output(base["artifact"], text, limits)
-                    if parsed is None:
-                        row.update(status="failed", error=f"{why} | reply: {(resp.text or '')[:300]}")
-                    else:
-                        row.update(status="ok", output=json.dumps(parsed, ensure_ascii=False), error=None)
-                if row["status"] == "failed" and row["attempts"] >= opts.max_attempts:
-                    row["status"] = "dead"
-                results[base["ledger_key"]] = row
+                    row.update(status="ok", output=json.dumps(parsed, ensure_ascii=False), error=None)
+            if row["status"] == "failed" and row["attempts"] >= opts.max_attempts:
+                row["status"] = "dead"
+            results[base["ledger_key"]] = row
     ordered = [results[r["ledger_key"]] for r in rows]
     yield pa.RecordBatch.from_pylist(ordered, schema=pa.schema(LEDGER_FIELDS))
