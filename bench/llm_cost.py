@@ -52,10 +52,10 @@ KV_TOKENS = 2_400_000
 PER_USER = ("persona", "profile", "stories", "writing_style")
 # The reply a capable model writes to each prompt, in tokens (the lengths the prompts ask for:
 # a persona under 100 words, a profile of 100-400, a story paragraph each, three QA items, a label
-# reason under 20 words, a judge's scores and reasons under 40 words). The CPU model writes far
+# reason under 20 words, a judge's scores and reasons under 15 words). The CPU model writes far
 # less, so its measured replies would understate the cost; both are printed.
 TARGET_REPLY_TOKENS = {"quality": 30, "user_notes": 200, "persona": 130, "profile": 530, "stories": 400,
-                       "writing_style": 100, "scenario": 250, "social_qa": 350, "judge": 90}
+                       "writing_style": 100, "scenario": 250, "social_qa": 350, "judge": 60}
 
 
 def ensure_run(root: Path, overrides: list[str]) -> None:
@@ -174,10 +174,10 @@ def split_points(stream: list[dict]) -> None:
             r["split"] = s
 
 
-def replay(stream: list[dict], order: str, sim_users: int, kv_tokens: int):
-    """The stream for ``sim_users`` copies of its users, in the stage's order (``stage``: every
-    phase user by user) or the previous one (``artifact``: artifact by artifact, ledger-key
-    order), through the cache model."""
+def replay(stream: list[dict], order: str, sim_users: int, kv_tokens: int, wave_users: int | None = None):
+    """The stream for ``sim_users`` copies of its users, in the stage's order (``stage``: labels
+    user by user, then waves of ``wave_users`` users, writers then judges, user by user) or the
+    previous one (``artifact``: artifact by artifact, ledger-key order), through the cache model."""
     from lewin.udfs.prefix_cache import PrefixCache
 
     # the users the stage synthesises for (each with its own label prompts)
@@ -187,19 +187,23 @@ def replay(stream: list[dict], order: str, sim_users: int, kv_tokens: int):
     for r in stream:
         by_user[(r["source"], r["user_id"])].append(r)
     cache = PrefixCache(kv_tokens)
-    phases = ["label", "write", "judge"]
 
     def copy_of(r, k):
         t = r["tokens"]
         return t[:r["split"]] + [-(k + 1)] + t[r["split"]:]
 
     if order == "stage":
-        # within a phase: users in key order (a copy's key sorts like a fresh user), a user's prompts as sent
-        for phase in phases:
-            for k, u in sorted(copies, key=lambda c: _stable(f"user{c[0]}")):
-                for r in by_user[u]:
-                    if r["phase"] == phase:
-                        cache.request(copy_of(r, k), r["tokens_out"] or 0, r["artifact"])
+        # labels for every user, then wave by wave (llm.wave_users): the wave's writer prompts, then
+        # its judges; users in key order (a copy's key sorts like a fresh user's), a user's prompts as sent
+        ordered = sorted(copies, key=lambda c: _stable(f"user{c[0]}"))
+        waves = [ordered] if wave_users is None else [ordered[i:i + wave_users] for i in range(0, len(ordered), wave_users)]
+        for wave_phases, groups in ((["label"], [ordered]), (["write", "judge"], waves)):
+            for wave in groups:
+                for phase in wave_phases:
+                    for k, u in wave:
+                        for r in by_user[u]:
+                            if r["phase"] == phase:
+                                cache.request(copy_of(r, k), r["tokens_out"] or 0, r["artifact"])
     else:
         arts = []
         for r in stream:
@@ -249,7 +253,7 @@ def main() -> None:
     results = {}
     for order in ("stage", "artifact"):
         t = time.perf_counter()
-        results[order] = replay(stream, order, args.sim_users, args.kv_tokens)
+        results[order] = replay(stream, order, args.sim_users, args.kv_tokens, facts["cfg"].llm.wave_users)
         print(f"replayed {args.sim_users} users in {order} order: {time.perf_counter() - t:.0f} s")
     cache = results["stage"]
     print(f"\nprefix cache ({args.kv_tokens:,} KV tokens, {args.sim_users} users, stage order; before: artifact order)")

@@ -84,6 +84,8 @@ class LlmResult:
     users_below_min: int = 0
     users_summarised: int = 0
     users_incomplete_notes: int = 0
+    waves: int = 0
+    """Waves of users this run sent writer prompts for (``llm.wave_users`` each)."""
 
     @property
     def calls(self) -> int:
@@ -303,6 +305,20 @@ def send_frame(cfg: LewinConfig, sends: list[Send]) -> DataFrame:
     return functools.reduce(DataFrame.unionByName, parts)
 
 
+def pending_prompts(store: TableStore, keyed: DataFrame, arts: list[str], retry_dead: bool) -> DataFrame:
+    """The keyed prompts the ledger does not hold as done (never sent, or failed and not yet dead),
+    with ``prev_attempts``; ``retry_dead``: dead letters too (not over-long prompts), afresh."""
+    ledger = store.read("llm_ledger").where(F.col("artifact").isin(arts)).select(
+        "ledger_key", "status", "error", F.col("attempts").alias("prev_attempts"))
+    todo = F.col("status").isNull() | (F.col("status") == "failed")
+    prev = F.coalesce("prev_attempts", F.lit(0))
+    if retry_dead:
+        todo = todo | ((F.col("status") == "dead") & ~F.coalesce(F.col("error"), F.lit("")).startswith("prompt_too_long"))
+        prev = F.when(F.col("status") == "dead", F.lit(0)).otherwise(prev)
+    pending = keyed.join(ledger, "ledger_key", "left").where(todo)
+    return pending.withColumn("prev_attempts", prev).drop("status", "error")
+
+
 def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False,
                  stage: str = "llm") -> ArtifactResult:
     return run_artifacts(ctx, [Send(artifact, inputs)], retry_dead, stage)[0]
@@ -327,16 +343,7 @@ def run_artifacts(ctx: RunContext, sends: list[Send], retry_dead: bool = False, 
     store.ensure("llm_ledger", T.LLM_LEDGER)
     fn = functools.partial(run_batch, opts=prompt_options(cfg, arts[0]))
     for round_no in range(cfg.llm.max_attempts + 1):
-        ledger = store.read("llm_ledger").where(F.col("artifact").isin(arts)).select(
-            "ledger_key", "status", "error", F.col("attempts").alias("prev_attempts"))
-        todo = F.col("status").isNull() | (F.col("status") == "failed")
-        if retry_dead and round_no == 0:
-            todo = todo | ((F.col("status") == "dead") & ~F.coalesce(F.col("error"), F.lit("")).startswith("prompt_too_long"))
-        pending = keyed.join(ledger, "ledger_key", "left").where(todo)
-        prev = F.coalesce("prev_attempts", F.lit(0))
-        if retry_dead and round_no == 0:
-            prev = F.when(F.col("status") == "dead", F.lit(0)).otherwise(prev)
-        pending = pending.withColumn("prev_attempts", prev).drop("status", "error")
+        pending = pending_prompts(store, keyed, arts, retry_dead and round_no == 0)
         # chunks of exactly llm.chunk_size prompts in sending order, numbered once when the
         # pending set is staged
         pending = pending.withColumn("_seq", F.row_number().over(Window.orderBy(*SEND_ORDER)))
@@ -385,16 +392,19 @@ def generate(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool
     return res, ok.join(keys, "ledger_key", "left_semi").select("input_id", "output", "model")
 
 
-def publish_synth(ctx: RunContext, artifact: str, inputs: DataFrame) -> None:
-    """synth_<artifact>: the parsed reply for every current input (its current ledger key)."""
-    store, cfg = ctx.store, ctx.cfg
-    current = keyed_inputs(cfg, artifact, inputs).select("ledger_key")
-    ok = store.read("llm_ledger").where((F.col("artifact") == artifact) & (F.col("status") == "ok"))
-    rows = ok.join(current, "ledger_key", "left_semi").select(
+def synth_rows(ctx: RunContext, artifact: str, inputs: DataFrame) -> DataFrame:
+    """synth_<artifact>'s rows for ``inputs``: the parsed reply of each (its current ledger key)."""
+    current = keyed_inputs(ctx.cfg, artifact, inputs).select("ledger_key")
+    ok = ctx.store.read("llm_ledger").where((F.col("artifact") == artifact) & (F.col("status") == "ok"))
+    return ok.join(current, "ledger_key", "left_semi").select(
         F.lit(artifact).alias("artifact"), "input_id", "user_id", "source",
         (F.col("input_id") if artifact in PER_RECORD else F.lit(None).cast("string")).alias("record_id"),
         "output", "prompt_version", "model", "ledger_key")
-    replace_if_changed(ctx, f"synth_{artifact}", rows, T.SYNTH)
+
+
+def publish_synth(ctx: RunContext, artifact: str, inputs: DataFrame) -> None:
+    """synth_<artifact>: the parsed reply for every current input."""
+    replace_if_changed(ctx, f"synth_{artifact}", synth_rows(ctx, artifact, inputs), T.SYNTH)
 
 
 def replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema, key: str = "input_id",
@@ -424,11 +434,10 @@ def item_cap(cfg: LewinConfig, artifact: str) -> int:
     return cfg.llm.qa_per_record if artifact == "social_qa" else cfg.llm.max_stories
 
 
-def judge_inputs(store: TableStore, cfg: LewinConfig, artifact: str, inputs: DataFrame) -> DataFrame:
-    """The judge's inputs from synth_<artifact>: one per reply, or one per item for stories and QA.
-    The context holds the writer's own input and the judged output, so the judge prompt starts
-    with exactly the source block the writer saw."""
-    synth = store.read(f"synth_{artifact}", T.SYNTH)
+def judge_inputs(cfg: LewinConfig, artifact: str, inputs: DataFrame, synth: DataFrame) -> DataFrame:
+    """The judge's inputs from ``synth`` (synth_<artifact> rows): one per reply, or one per item
+    for stories and QA. The context holds the writer's own input and the judged output, so the
+    judge prompt starts with exactly the source block the writer saw."""
     base = synth.join(inputs.select("input_id", F.col("context").alias("_src")), "input_id")
     base = base.withColumn("_group", F.col("input_id"))  # a judge goes out beside its input's other judges
     cols = [f.name for f in T.SYNTH.fields]
@@ -446,9 +455,11 @@ def judge_inputs(store: TableStore, cfg: LewinConfig, artifact: str, inputs: Dat
     return base.withColumn("context", context)
 
 
-def judge_send(ctx: RunContext, artifact: str, inputs: DataFrame) -> tuple[DataFrame, Send]:
-    """The items to judge (from synth_<artifact>) and their judge prompts."""
-    items = ctx.materialize(f"judge_items_{artifact}", judge_inputs(ctx.store, ctx.cfg, artifact, inputs))
+def judge_send(ctx: RunContext, artifact: str, inputs: DataFrame, synth: DataFrame | None = None) -> tuple[DataFrame, Send]:
+    """The items to judge (from ``synth``, by default the synth_<artifact> table) and their judge prompts."""
+    if synth is None:
+        synth = ctx.store.read(f"synth_{artifact}", T.SYNTH)
+    items = ctx.materialize(f"judge_items_{artifact}", judge_inputs(ctx.cfg, artifact, inputs, synth))
     jin = items.select(F.col("_judge_key").alias("input_id"), "user_id", "source", "context", "_group")
     return items, Send(f"judge_{artifact}", jin, "_group")
 
@@ -532,7 +543,9 @@ def _run_llm(ctx: RunContext, retry_dead: bool) -> LlmResult:
     if any(a in PER_RECORD for a in arts):
         per_record = ctx.materialize("llm_record_inputs", record_inputs(experience_records(records, cfg)))
     inputs = {a: per_user if a in PER_USER else per_record for a in arts}
-    # writers, then judges, each in one send: a user's prompts go out back to back (SEND_ORDER)
+    waves = _send_waves(ctx, inputs, arts, retry_dead, result)
+    # then every input: the tables, and whatever the waves left (retries, judges of replies that
+    # an earlier run wrote); on a rerun these send nothing
     written = run_artifacts(ctx, [Send(a, inputs[a]) for a in arts], retry_dead)
     for a in arts:
         publish_synth(ctx, a, inputs[a])
@@ -541,6 +554,36 @@ def _run_llm(ctx: RunContext, retry_dead: bool) -> LlmResult:
     for a, w, j in zip(arts, written, judged):
         items, send = to_judge[a]
         publish_judged(ctx, a, items, send.inputs)
+        for res in (w, j):
+            res.sent += waves[res.artifact].sent
+            res.truncated += waves[res.artifact].truncated
         result.stages += [w, j]
         result.gold[a] = store.count(f"gold_{a}")
     return result
+
+
+def _send_waves(ctx: RunContext, inputs: dict[str, DataFrame], arts: list[str], retry_dead: bool,
+                result: LlmResult) -> dict[str, ArtifactResult]:
+    """Users with writer prompts to send, ``llm.wave_users`` at a time: a wave's writer prompts,
+    then at once its judges, so a user's judges follow its writers while the history is still in
+    the prefix cache (between them: the wave's other users only). What each artifact sent."""
+    sent = {a: ArtifactResult(a) for a in arts}
+    sent.update({f"judge_{a}": ArtifactResult(f"judge_{a}") for a in arts})
+    store, cfg = ctx.store, ctx.cfg
+    keyed = send_frame(cfg, [Send(a, inputs[a]) for a in arts])
+    users = pending_prompts(store, keyed, arts, retry_dead).select(*KEYS).distinct()
+    users = ctx.materialize("llm_wave_users", users.withColumn(
+        "_wave", F.floor((F.row_number().over(Window.orderBy(*KEYS)) - 1) / cfg.llm.wave_users)))
+    n = users.count()
+    result.waves = math.ceil(n / cfg.llm.wave_users)
+    for w in range(result.waves):
+        wave = ctx.materialize("llm_wave", users.where(F.col("_wave") == w).select(*KEYS))
+        mine = {a: ctx.materialize(f"llm_wave_{a}", inputs[a].join(wave, KEYS, "left_semi")) for a in arts}
+        done = run_artifacts(ctx, [Send(a, mine[a]) for a in arts], retry_dead)
+        sends = [judge_send(ctx, a, mine[a], synth_rows(ctx, a, mine[a]))[1] for a in arts]
+        done += run_artifacts(ctx, sends, retry_dead)
+        for res in done:
+            sent[res.artifact].sent += res.sent
+            sent[res.artifact].truncated += res.truncated
+        ctx.failpoint("after_wave")
+    return sent

@@ -386,7 +386,8 @@ class LlmEngineConfig(_Strict):
     base_url: str | None = None
     """openai: e.g. http://localhost:8000/v1"""
     api_key_env: str = "OPENAI_API_KEY"
-    n_ctx: int = Field(2048, ge=256)
+    n_ctx: int = Field(4096, ge=256)
+    """The context (prompt + reply) in tokens: llamacpp allocates it; openai/vllm: the server's limit."""
     threads_per_worker: int = Field(1, ge=1)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -526,6 +527,10 @@ class LlmConfig(_Strict):
     again, and the prompt holds the notes plus the latest records that fit half the budget."""
     chunk_size: int = Field(16, ge=1)
     """Prompts per Spark job between ledger writes: a crash loses at most one chunk."""
+    wave_users: int = Field(256, ge=1)
+    """Users whose writer prompts, then judge prompts, go out together: a user's judges follow
+    its writers after at most this many users' prompts, so a prefix cache still holds its history
+    (256 users of ~3 K tokens of prompts and replies: under 1 M tokens of KV cache)."""
     max_attempts: int = Field(3, ge=1)
     """A prompt that keeps failing becomes a dead letter after this many attempts."""
 

@@ -24,9 +24,9 @@ HarmKind = Literal["none", "violence", "pornography", "privacy violation"]
 
 # Free-text fields nobody downstream reads at length: short, because at the paper's scale every
 # generated token is paid for (5.5 M labels, millions of judge replies). The prompts ask for
-# at most 20 and 40 words.
+# at most 20 and 15 words; a judge writes its reasons after its scores, so they cannot change them.
 LABEL_REASON_MAX_CHARS = 200
-JUDGE_REASONS_MAX_CHARS = 300
+JUDGE_REASONS_MAX_CHARS = 120
 # the notes template asks for at most this many words
 NOTES_MAX_WORDS = 150
 

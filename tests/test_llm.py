@@ -206,7 +206,7 @@ class _Scripted:
 
     name = "scripted"
     model = "scripted"
-    context_tokens = 300
+    context_tokens = 1000  # a short post fits, a 1,500-character one does not
 
     def __init__(self):
         self.calls = 0
@@ -394,7 +394,7 @@ def test_openai_engine_against_llama_cpp_server(tmp_path):
         port = s.getsockname()[1]
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", default_gguf(), "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"], stdout=log, stderr=log)
+                             "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"], stdout=log, stderr=log)
     try:
         import httpx
 

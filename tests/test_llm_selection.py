@@ -47,9 +47,11 @@ class _Recorder:
     name = "scripted"
     context_tokens = 8192
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, log: list | None = None):
         self.model = model
         self.prompts: list[tuple[str, str]] = []
+        self.log = log if log is not None else []
+        """(model, kind, user message) of every prompt, shared by the writer and the judge: one sending order."""
 
     def count_tokens(self, messages):
         return sum(len(m["content"]) for m in messages) // 4
@@ -82,6 +84,7 @@ class _Recorder:
                 kind = sorted(props)[0]
                 reply = reply_for(r.schema, user)
             self.prompts.append((kind, user))
+            self.log.append((self.model, kind, user))
             out.append(Response(r.key, json.dumps(reply), 10, 10, 1))
         return out
 
@@ -121,7 +124,9 @@ def run(tmp_path_factory, engine):
     lc.max_stories = 2  # the double writes 3: the third is not judged
     lc.profile_min_words = 10
     lc.clean_rewrite.enabled = True
-    writer, judge = _Recorder("scripted-writer"), _Recorder("scripted-judge")
+    lc.wave_users = 1  # each user its own wave: its writer prompts, then its judges, then the next user's
+    shared: list = []
+    writer, judge = _Recorder("scripted-writer", shared), _Recorder("scripted-judge", shared)
     register_backend(backend_spec(cfg), writer)
     register_backend(backend_spec(cfg, "judge_persona"), judge)
     inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the doubles are visible
@@ -213,10 +218,16 @@ def test_metric_mapping_is_a3s_and_the_prompt_quotes_its_definitions():
         "social_qa": ("hallucination", "coverage", "fidelity", "novelty", "leakage", "overall"),
     }
     opts = llm_prompts.PromptOptions(BackendSpec("llamacpp", "m"), Sampling(), (), ())
+    writer = llm_prompts.render("persona", {"records": [{"date": "d", "text": "t"}]}, opts)
     for artifact, metrics in JUDGE_METRICS.items():
         prompt = llm_prompts.render(f"judge_{artifact}", {"source": {"text": "t", "date": "d"}, "output": "{}"}, opts)
+        # every definition, verbatim, in the system message every prompt shares (a cached prefix)
+        assert prompt[0] == writer[0]
         for m in METRIC_DEFINITIONS:
-            assert (f"- {m}: {METRIC_DEFINITIONS[m]}" in prompt[1]["content"]) is (m in metrics), (artifact, m)
+            assert f"- {m}: {METRIC_DEFINITIONS[m]}" in prompt[0]["content"], m
+        # the judge is asked for exactly its artifact's metrics
+        asked = re.search(r"as the system message defines them: (.*?)\. Then", prompt[1]["content"]).group(1)
+        assert asked.split(", ") == list(metrics), artifact
         assert set(output_schema(f"judge_{artifact}")["properties"]) == {*metrics, "reasons"}
     assert METRIC_DEFINITIONS["leakage"].startswith("This metric measures the extent to which the answer is directly")
 
@@ -340,3 +351,18 @@ def test_prompts_that_share_a_prefix_are_sent_back_to_back(run):
     # per user: four writer prompts; its judges: persona, profile, its 2 judged stories, style
     assert sorted(len(p) for p in groups[0].values()) == [4, 4]
     assert max(len(p) for p in groups[2].values()) == 5
+
+
+def test_a_users_judges_follow_its_writers_wave_by_wave(run):
+    """llm.wave_users = 1: every user's writer prompts, then straight away its judges, then the
+    next user's; nothing of another user in between (its history is still in the cache)."""
+    _, _, _, llm, writer, _ = run
+    synth = [(m, k, u) for m, k, u in writer.log if k not in ("harm", "clean_rewrite", "notes")]
+    owner = lambda u: "lou" if re.search(r"\bR\d\d\b", u) else "rae"  # noqa: E731 - lou's posts carry R00..R39
+    order = [owner(u) for _, _, u in synth]
+    assert order == sorted(order, key=order.index), "a user's prompts are not contiguous"
+    for user in ("lou", "rae"):
+        kinds = [m for (m, _, u) in synth if owner(u) == user]
+        first_judge = kinds.index("scripted-judge")
+        assert set(kinds[:first_judge]) == {"scripted-writer"} and set(kinds[first_judge:]) == {"scripted-judge"}
+    assert llm.waves == 2

@@ -30,7 +30,7 @@ class BackendSpec:
     model_path: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    n_ctx: int = 2048
+    n_ctx: int = 4096
     threads: int = 1
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
