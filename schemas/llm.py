@@ -26,7 +26,7 @@ HarmKind = Literal["none", "violence", "pornography", "privacy violation"]
 # generated token is paid for (5.5 M labels, millions of judge replies). The prompts ask for
 # at most 20 and 15 words; a judge writes its reasons after its scores, so they cannot change them.
 LABEL_REASON_MAX_CHARS = 200
-JUDGE_REASONS_MAX_CHARS = 120
+JUDGE_REASONS_MAX_CHARS = 200
 # the notes template asks for at most this many words
 NOTES_MAX_WORDS = 150
 

@@ -218,16 +218,10 @@ def test_metric_mapping_is_a3s_and_the_prompt_quotes_its_definitions():
         "social_qa": ("hallucination", "coverage", "fidelity", "novelty", "leakage", "overall"),
     }
     opts = llm_prompts.PromptOptions(BackendSpec("llamacpp", "m"), Sampling(), (), ())
-    writer = llm_prompts.render("persona", {"records": [{"date": "d", "text": "t"}]}, opts)
     for artifact, metrics in JUDGE_METRICS.items():
         prompt = llm_prompts.render(f"judge_{artifact}", {"source": {"text": "t", "date": "d"}, "output": "{}"}, opts)
-        # every definition, verbatim, in the system message every prompt shares (a cached prefix)
-        assert prompt[0] == writer[0]
         for m in METRIC_DEFINITIONS:
-            assert f"- {m}: {METRIC_DEFINITIONS[m]}" in prompt[0]["content"], m
-        # the judge is asked for exactly its artifact's metrics
-        asked = re.search(r"as the system message defines them: (.*?)\. Then", prompt[1]["content"]).group(1)
-        assert asked.split(", ") == list(metrics), artifact
+            assert (f"- {m}: {METRIC_DEFINITIONS[m]}" in prompt[1]["content"]) is (m in metrics), (artifact, m)
         assert set(output_schema(f"judge_{artifact}")["properties"]) == {*metrics, "reasons"}
     assert METRIC_DEFINITIONS["leakage"].startswith("This metric measures the extent to which the answer is directly")
 

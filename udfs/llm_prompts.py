@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lewin.schemas.llm import JUDGE_METRICS, METRIC_DEFINITIONS, METRICS, output_schema, validate_output
+from lewin.schemas.llm import JUDGE_METRICS, METRIC_DEFINITIONS, output_schema, validate_output
 from lewin.udfs.llm_backends import BackendSpec, Request, Response, Sampling, get_backend
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -74,8 +74,7 @@ def load_prompt(name: str) -> Prompt:
     if m:
         digest = hashlib.sha256(text.encode()).hexdigest()[:8]
         return Prompt(name, f"{task_file.stem}-{digest}", m.group(1).strip(), m.group(2).strip(), standalone=True)
-    system = _env().from_string(_strip_comment(_latest("system").read_text(encoding="utf-8"))).render(
-        metrics=METRICS, definitions=METRIC_DEFINITIONS).strip()
+    system = _strip_comment(_latest("system").read_text(encoding="utf-8"))
     task = text
     digest = hashlib.sha256("\0".join((system, task, _SOURCE_LAYOUT)).encode()).hexdigest()[:8]
     return Prompt(name, f"{task_file.stem}-{digest}", system, task)
@@ -145,7 +144,8 @@ def render(artifact: str, context: dict, opts: PromptOptions) -> tuple[dict, ...
     if artifact.startswith("judge_"):
         subject = artifact[len("judge_"):]
         source = source_block(context["source"], opts)
-        values.update(artifact=subject.replace("_", " "), output=context["output"], metrics=JUDGE_METRICS[subject])
+        values.update(artifact=subject.replace("_", " "), output=context["output"], metrics=JUDGE_METRICS[subject],
+                      definitions=METRIC_DEFINITIONS)
     else:
         source = source_block(context, opts)
     if "{{ source }}" in p.task:  # a task shared by every input (labels): instructions first, then the input
