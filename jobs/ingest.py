@@ -213,7 +213,7 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
         max_event_time=started + timedelta(days=ic.max_future_days),
         max_text_chars=ic.max_text_chars,
     )
-    opts = ReaderOptions(source=source, max_record_bytes=ic.max_record_bytes)
+    opts = ReaderOptions(source=source, max_record_bytes=ic.max_record_bytes, options=source_options(cfg, source))
     tables = _sources.bronze_tables(source)
     for t, schema in tables.items():
         store.ensure(t, schema)
@@ -286,6 +286,20 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
     result.kept_by_table = dict(kept_by_table)
     result.quarantined_by_reason = dict(reasons)
     return result
+
+
+def source_options(cfg: LewinConfig, source: str) -> dict[str, object]:
+    """The reader options of ``source``: ``ingest.sources.<source>``'s keys other than ``paths``
+    that are set; a ``*_path`` value is made absolute here (the readers run in other processes)."""
+    sc = cfg.ingest.sources.get(source)
+    if sc is None:
+        return {}
+    out: dict[str, object] = {}
+    for k, v in sc.model_dump().items():
+        if k == "paths" or v is None:
+            continue
+        out[k] = str(Path(v).absolute()) if k.endswith("_path") else v
+    return out
 
 
 def sources_under(data_dir: str) -> dict[str, list[str]]:

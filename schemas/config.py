@@ -80,6 +80,9 @@ class StorageConfig(_Strict):
 class SourceConfig(_Strict):
     paths: list[str] = Field(default_factory=list)
     """Files or folders to ingest for this source (recursive; compressed files read transparently)."""
+    users_path: str | None = None
+    """twitter: the user profiles of a tweets-only dump (``enryu43/twitter100m_users``) that the
+    brand-account rule reads; unset, a sibling ``*users*`` folder or a ``users/`` folder is used."""
 
 
 class IngestConfig(_Strict):

@@ -87,7 +87,7 @@ BRONZE_REDDIT_COMMENTS = StructType(
 BRONZE_TWITTER = StructType(
     _COMMON
     + [
-        _f("api_format", StringType()),  # v2 | v2-flat (twarc) | v1.1
+        _f("api_format", StringType()),  # v2 | v2-flat (twarc) | v1.1 | twitter100m (Parquet dump)
         _f("lang", StringType()),
         _f("is_retweet", BooleanType()),
         _f("is_quote", BooleanType()),

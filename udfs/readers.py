@@ -7,8 +7,9 @@ payload. Field parsing, typing and validation happen afterwards in Spark built-i
 (``lewin.udfs.bronze``), so the Python work here stays small: decompress, split, frame.
 
 This module holds the generic formats (JSON lines, JSON, CSV, Parquet) and the framing they share;
-a source's own formats and its expander (one JSON record -> several records) come from its spec
-(``lewin.udfs.sources``, ``FileFormats``), which ``ReaderOptions`` carries to the worker processes.
+a source's own formats, its expander (one JSON record -> several records) and its framing of the
+Parquet tables it recognises by their columns come from its spec (``lewin.udfs.sources``,
+``FileFormats``), which ``ReaderOptions`` carries to the worker processes.
 
 Readers never drop a record silently: a record they cannot frame comes out with ``error`` set
 (``invalid_utf8``, ``record_too_long``, ``csv_field_count_mismatch``, …) and its raw text; blank
@@ -20,9 +21,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import orjson
 import pyarrow as pa
@@ -64,6 +65,9 @@ class ReaderOptions:
     formats: "FileFormats | None" = None
     """The source's own formats and expander; looked up in the source registry when not given
     (resolved here, in the driver, so worker processes need no registry entry)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Per-source reader options (``ingest.sources.<source>``'s keys other than ``paths``, e.g. a
+    side table's location); a source's readers look up the ones they know."""
 
     def __post_init__(self) -> None:
         if self.formats is None:
@@ -347,11 +351,19 @@ def _read_csv(path: str, opts: ReaderOptions, stream: io.BufferedIOBase, out: Ba
 
 # --- Parquet ----------------------------------------------------------------------------------------
 def _read_parquet(path: str, opts: ReaderOptions, stream: io.BufferedIOBase, out: Batcher) -> Iterator[pa.RecordBatch]:
+    """One JSON record per row; a Parquet table whose columns the source knows (its
+    ``FileFormats.parquet``: the twitter100m dump) is framed by the source instead."""
     import pyarrow.parquet as pq
 
+    pf = pq.ParquetFile(stream)
+    own = opts.formats.parquet if opts.formats is not None else None
+    framed = own(path, opts, pf, out) if own is not None else None
+    if framed is not None:
+        yield from framed
+        return
     row_no = 0
     expand = opts.expander
-    for batch in pq.ParquetFile(stream).iter_batches(batch_size=opts.batch_rows):
+    for batch in pf.iter_batches(batch_size=opts.batch_rows):
         for rec in batch.to_pylist():
             row_no += 1
             text = orjson.dumps(rec, default=str).decode()

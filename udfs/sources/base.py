@@ -5,8 +5,9 @@ A source module (``lewin.udfs.sources.reddit`` …) defines one ``SourceSpec`` a
 spec:
 
 * **reading** (``FileFormats``) — file formats only this source has (a reader per format name, the
-  file extensions and dump names that select it) and an ``expander`` that turns one framed record
-  into several (Twitter API pages). The generic formats (JSON lines, JSON, CSV, Parquet) are
+  file extensions and dump names that select it), an ``expander`` that turns one framed record
+  into several (Twitter API pages) and a framer for Parquet tables of its own layouts (the
+  twitter100m dump). The generic formats (JSON lines, JSON, CSV, Parquet) are
   ``lewin.udfs.readers``';
 * **bronze** — ``normalize`` (reader rows -> one wide frame with ``_table``/``_reason``/``_detail``,
   built on ``lewin.udfs.bronze``'s helpers) and ``bronze_tables`` (logical table name -> schema;
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import io
 
     import pyarrow as pa
+    import pyarrow.parquet as pq
     from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType
 
@@ -41,6 +43,9 @@ FormatReader = Callable[[str, "ReaderOptions", "io.BufferedIOBase", "Batcher"], 
 """``(path, opts, stream, out)``: frame one (decompressed) file into ``out``, yielding full batches."""
 Expander = Callable[..., None]
 """``(out, line, text, item_base=0, raw=None)``: add the record(s) one framed JSON text holds."""
+ParquetFramer = Callable[[str, "ReaderOptions", "pq.ParquetFile", "Batcher"], "Iterator[pa.RecordBatch] | None"]
+"""``(path, opts, parquet_file, out)``: frame a Parquet table whose columns the source recognises
+(batches, as a ``FormatReader``), or None to leave the file to the generic framing."""
 Normalizer = Callable[["DataFrame", "BronzeParams"], "DataFrame"]
 RuleBuilder = Callable[[Any], "Check"]
 AccountStats = Callable[["TableStore", "LewinConfig", "DataFrame", str], "DataFrame"]
@@ -62,6 +67,9 @@ class FileFormats:
     extension, e.g. Pushshift's ``RS_2019-01.zst``."""
     expander: Expander | None = None
     """Turns one framed JSON record into the source's records (or quarantine rows)."""
+    parquet: ParquetFramer | None = None
+    """Frames Parquet tables of the source's own layouts (recognised by their columns) before the
+    generic framing (one JSON record per row, then the expander) is tried."""
 
 
 @dataclass(frozen=True)

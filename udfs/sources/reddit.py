@@ -1,5 +1,7 @@
 """Reddit: Pushshift submissions and comments (JSON lines, monthly ``RS_``/``RC_`` dumps, CSV
-exports, Parquet), PRAW exports.
+exports, Parquet), PRAW exports, and the paper's own dump, ``HuggingFaceGECLM/REDDIT_submissions``
+(Parquet, one folder per subreddit — or ``data/<subreddit>-00000-of-00010-<hash>.parquet`` files —
+without a ``subreddit`` column: the subreddit is taken from the folder or file name).
 
 One ingest source, two bronze tables (``bronze_reddit`` for submissions, ``bronze_reddit_comments``
 for comments) and two curation streams: ``reddit`` (the paper's submission filter) and
@@ -10,7 +12,7 @@ system-user rules plus their own score and length minimums). Both reach silver a
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lewin.schemas import tables as T
@@ -25,9 +27,23 @@ from lewin.udfs.sources.base import FileFormats, RuleSpec, SourceSpec, StreamSpe
 # --- Reddit ---------------------------------------------------------------------------------------
 _REDDIT_RAW = strings(
     "id", "name", "author", "created_utc", "created", "score", "num_comments", "selftext", "title",
-    "subreddit", "distinguished", "stickied", "over_18", "is_self", "url", "removed_by_category",
-    "body", "link_id", "parent_id",
+    "subreddit", "subreddit_name_prefixed", "distinguished", "stickied", "over_18", "is_self", "url",
+    "removed_by_category", "body", "link_id", "parent_id",
 )
+
+_SUBREDDIT = r"[A-Za-z0-9][A-Za-z0-9_]{1,20}"
+_NOT_SUBREDDITS = ("data", "train", "test", "validation", "default")  # dataset folders, not subreddits
+
+
+def subreddit_from_path(file: Column) -> Column:
+    """The subreddit a Parquet file's path names: a Hugging Face shard's prefix
+    (``data/AskReddit-00003-of-00010-<hash>.parquet``), else the folder it is in
+    (``…/AskReddit/0000.parquet``); null for other files and for dataset folder names."""
+    name = F.regexp_extract(file, r"([^/\\]+)$", 1)
+    shard = F.regexp_extract(name, rf"^({_SUBREDDIT})-[0-9]{{5}}-of-[0-9]{{5}}(-[0-9A-Fa-f]+)?\.parquet$", 1)
+    folder = F.regexp_extract(file, rf"(^|[/\\])({_SUBREDDIT})[/\\][^/\\]+$", 2)
+    usable = lambda c: F.when((c != "") & ~F.lower(c).isin(*_NOT_SUBREDDITS), c)  # noqa: E731
+    return F.when(F.lower(file).endswith(".parquet"), F.coalesce(usable(shard), usable(folder)))
 
 
 def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
@@ -37,7 +53,8 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
     is_comment = g("body").isNotNull() | g("link_id").isNotNull()
     native = F.coalesce(nonblank(g("id")), F.regexp_replace(nonblank(g("name")), r"^t[13]_", ""))
     raw_time = F.coalesce(nonblank(g("created_utc")), nonblank(g("created")))
-    ts = epoch_seconds(to_long(raw_time))
+    # epoch seconds (Pushshift), else an ISO time (a Parquet timestamp column, framed as ISO text)
+    ts = F.coalesce(epoch_seconds(to_long(raw_time)), F.try_to_timestamp(raw_time))
     text = F.when(is_comment, g("body")).otherwise(g("selftext"))
     user = nonblank(g("author"))
     score, num_comments = to_long(g("score")), to_long(g("num_comments"))
@@ -49,7 +66,11 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
         ts.alias("event_ts"),
         F.when(is_comment, F.lit(None)).otherwise(g("title")).alias("title"),
         text.alias("text"),
-        nonblank(g("subreddit")).alias("subreddit"),
+        F.coalesce(
+            nonblank(g("subreddit")),
+            nonblank(F.regexp_extract(g("subreddit_name_prefixed"), rf"^/?r/({_SUBREDDIT})$", 1)),
+            subreddit_from_path(F.col("file")),
+        ).alias("subreddit"),
         score.alias("score"),
         num_comments.alias("num_comments"),
         nonblank(g("distinguished")).alias("distinguished"),
