@@ -225,11 +225,12 @@ def _figures(root: Path, sample_per_source: int, holdout_fraction: float) -> dic
             by["tokens_out"] += r["tokens_out"] or 0
     llm = sum(s["llm"] for s in per.values())
     labelled = llm + sum(s["classifier"] for s in per.values())
+    probs = [r["keep_prob"] for r in labels if r["keep_prob"] is not None]
     return dict(
         records=len(labels), labelled=labelled, llm_labelled=llm, classifier_labelled=labelled - llm,
         kept=sum(s["kept"] for s in per.values()), label_calls_ratio=_ratio(llm, labelled),
         sample=sum(s["sample"] for s in per.values()), sample_in_model=n_sample,
-        band=sum(s["band"] for s in per.values()), band_outside_sample=sum(s["band_outside_sample"] for s in per.values()),
+        keep_prob_range=[min(probs), max(probs)] if probs else None, band=sum(s["band"] for s in per.values()), band_outside_sample=sum(s["band_outside_sample"] for s in per.values()),
         sample_labels=dict(sum((Counter(s["sample_labels"]) for s in per.values()), Counter()).most_common()),
         ledger_quality=dict(by), model_version=model["model_version"], params=params,
         n_train=json.loads(model["n_train"]), n_holdout=json.loads(model["n_holdout"]), agreement=overall,
@@ -277,7 +278,13 @@ def report(m: dict) -> None:
     print(f"  {'all':8s} {m['sample_labels']}")
     for src, s in m["sources"].items():
         print(f"gates {src}: {s['gates']}")
-    print(f"records in the band [{m['params']['band'][0]}, {m['params']['band'][1]}] (sample included): {m['band']}")
+    kp = m["keep_prob_range"] or [None, None]
+    print(f"records in the band [{m['params']['band'][0]}, {m['params']['band'][1]}] (sample included): {m['band']}; "
+          f"keep_prob from {_f(kp[0], 7)} to {_f(kp[1], 7)}")
+    if m["majority_baseline"] is not None and (m["agreement_routed"] or 0) <= m["majority_baseline"]:
+        # e.g. the CPU model calling every sampled record high/none: the classifier learns one class
+        print(f"WARNING: the routed agreement ({_f(m['agreement_routed'])}) does not beat the majority baseline "
+              f"({_f(m['majority_baseline'])}): on this slice it says nothing about the classifier")
     met = (m["label_calls_ratio"] is not None and m["label_calls_ratio"] <= 0.05,
            (m["agreement_routed"] or 0) >= 0.9, m["holdout"] >= 500)
     print("issue targets: label_calls_ratio <= 0.05 " + ("met" if met[0] else "NOT met")

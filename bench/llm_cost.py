@@ -146,6 +146,21 @@ def prompt_stream(root: Path, overrides: list[str]) -> tuple[list[dict], dict]:
     return stream, facts
 
 
+def distilled_labels(root: Path) -> tuple[float, dict]:
+    """label_calls_ratio (records the LLM labelled / records labelled) and the newest label
+    model's held-out agreement, from a root labelled with llm.labels=distilled (delta-rs)."""
+    from deltalake import DeltaTable
+
+    labels = DeltaTable(str(root / "record_labels")).to_pyarrow_table(columns=["labeller"]).column("labeller").to_pylist()
+    models = DeltaTable(str(root / "label_models")).to_pyarrow_table().to_pylist()
+    model = max(models, key=lambda m: m["created_at"])
+    figures = json.loads(model["holdout_metrics"])["all"]
+    ratio = labels.count("llm") / len(labels)
+    return ratio, {"label_records": len(labels), "label_holdout": figures["holdout"],
+                   "label_agreement_classifier": f"{figures['classifier']['keep_accuracy']:.3f}",
+                   "label_agreement": f"{figures['routed']['keep_accuracy']:.3f}", "label_calls_ratio": f"{ratio:.4f}"}
+
+
 def lcp(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -232,8 +247,9 @@ def main() -> None:
     ap.add_argument("--tokenizer", help="a Hugging Face tokenizer (name or path) instead of the bundled SmolLM2 GGUF's")
     ap.add_argument("--sim-users", type=int, default=10_000)
     ap.add_argument("--kv-tokens", type=int, default=KV_TOKENS)
-    ap.add_argument("--label-calls-ratio", type=float, default=None,
-                    help="LLM label calls / records (bench/label_distill.py's label_calls_ratio); default 1 (llm labels)")
+    ap.add_argument("--label-root", type=Path, default=None,
+                    help="a storage root labelled with llm.labels=distilled (bench/label_distill.py's): its "
+                         "label_calls_ratio and held-out agreement replace llm labelling's (1 call per record)")
     args = ap.parse_args()
     overrides = args.overrides or ["llm.profile=demo"]
     root = args.root.resolve()
@@ -290,7 +306,9 @@ def main() -> None:
     user_chars = per_user_records * facts["chars_per_record"]
     older = max(0.0, user_chars - paper.history_max_chars / 2)
     notes_per_user = math.ceil(older / (paper.history_max_chars - paper.record_max_chars)) if user_chars > paper.history_max_chars else 0
-    label_ratio = 1.0 if args.label_calls_ratio is None else args.label_calls_ratio
+    label_ratio, label_figures = 1.0, None
+    if args.label_root is not None:
+        label_ratio, label_figures = distilled_labels(args.label_root.resolve())
     counts = {"quality": PAPER_RECORDS * label_ratio, "scenario": PAPER_SCENARIOS, "social_qa": PAPER_SCENARIOS,
               "judge_scenario": PAPER_SCENARIOS, "judge_social_qa": PAPER_QA,
               "judge_stories": PAPER_USERS * stories_per_user}
@@ -343,13 +361,16 @@ def main() -> None:
           f"'measured': GPU-h with the CPU model's replies, '@budget': every reply as long as its max_tokens; "
           f"label calls ratio {label_ratio:.3f})")
 
+    if label_figures is not None:
+        for k, v in label_figures.items():
+            print(f"{k}: {v}")
     print(f"prefix_cache_hit_per_user_before: {before_per_user:.3f}")
     print(f"prefix_cache_hit_total_before: {before_total:.3f}")
     print(f"prefix_cache_hit_per_user: {hit_per_user:.3f}")
     print(f"prefix_cache_hit_total: {hit_total:.3f}")
     print(f"gpu_hours_paper_scale_at_budget: {tot['ghb']:.0f}")
     print(f"gpu_hours_paper_scale_cpu_model_replies: {tot['ghm']:.0f}")
-    print(f"gpu_hours_paper_scale: {tot['gh']:.0f}")
+    print(f"gpu_hours_paper_scale: {tot['gh']:.0f}")  # at the reply lengths a capable model writes
 
 
 if __name__ == "__main__":
