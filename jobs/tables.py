@@ -183,6 +183,13 @@ class TableStore:
             df.write.format("parquet").save(str(tmp))
             shutil.rmtree(self.path(name))
             os.replace(tmp, self.path(name))
+        elif self.fmt == "parquet" and self.exists(name):
+            # nor a Parquet table by name (a Spark Connect server or metastore without Delta): the
+            # same staging, through a second table
+            tmp = f"{name}__overwrite"
+            self._write(df, tmp, mode="overwrite")
+            self._write(self.spark.read.table(self.qualified_name(tmp)), name, mode="overwrite")
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.qualified_name(tmp)}")
         else:
             self._write(df, name, mode="overwrite")
         self.register(name)

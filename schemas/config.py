@@ -544,6 +544,12 @@ class LlmConfig(_Strict):
         derived = reply_budgets(self.persona_max_words, self.profile_max_words, self.max_stories, self.qa_per_record)
         return {**derived, **self.max_tokens}
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML (and --set) read a bare `off` as false: `llm.labels: off` means "off"
+        return "off" if v is False else v
+
     def model_post_init(self, __context) -> None:
         from lewin.schemas.llm import REPLY_BUDGET_KEYS
 

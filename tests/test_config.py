@@ -74,3 +74,12 @@ def test_config_show_prints_resolved_yaml(tmp_path):
 
     shown = yaml.safe_load(r.stdout)
     assert LewinConfig.model_validate(shown).engine.kind == "spark"
+
+
+def test_llm_labels_off_as_yaml_writes_it():
+    """`llm.labels: off` in YAML (a boolean false to the parser) means "off"; `true` is an error naming the key."""
+    from lewin.schemas.config import ConfigError, load_config
+
+    assert load_config(None, ["llm.labels=off"]).llm.labels == "off"
+    with pytest.raises(ConfigError, match="llm.labels"):
+        load_config(None, ["llm.labels=true"])
