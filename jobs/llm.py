@@ -326,18 +326,21 @@ def send_frame(cfg: LewinConfig, sends: list[Send]) -> DataFrame:
     return functools.reduce(DataFrame.unionByName, parts)
 
 
-def pending_prompts(store: TableStore, keyed: DataFrame, arts: list[str], retry_dead: bool) -> DataFrame:
+def pending_prompts(store: TableStore, keyed: DataFrame, arts: list[str], retry_dead: bool, run_id: str) -> DataFrame:
     """The keyed prompts the ledger does not hold as done (never sent, or failed and not yet dead),
-    with ``prev_attempts``; ``retry_dead``: dead letters too (not over-long prompts), afresh."""
+    with ``prev_attempts``; ``retry_dead``: dead letters of earlier runs too (not over-long
+    prompts), afresh; one that died again in this run (in a wave) is not given a third chance."""
     ledger = store.read("llm_ledger").where(F.col("artifact").isin(arts)).select(
-        "ledger_key", "status", "error", F.col("attempts").alias("prev_attempts"))
+        "ledger_key", "status", "error", F.col("attempts").alias("prev_attempts"), F.col("run_id").alias("_by_run"))
     todo = F.col("status").isNull() | (F.col("status") == "failed")
     prev = F.coalesce("prev_attempts", F.lit(0))
     if retry_dead:
-        todo = todo | ((F.col("status") == "dead") & ~F.coalesce(F.col("error"), F.lit("")).startswith("prompt_too_long"))
-        prev = F.when(F.col("status") == "dead", F.lit(0)).otherwise(prev)
+        revive = ((F.col("status") == "dead") & (F.coalesce(F.col("_by_run"), F.lit("")) != run_id)
+                  & ~F.coalesce(F.col("error"), F.lit("")).startswith("prompt_too_long"))
+        todo = todo | revive
+        prev = F.when(revive, F.lit(0)).otherwise(prev)
     pending = keyed.join(ledger, "ledger_key", "left").where(todo)
-    return pending.withColumn("prev_attempts", prev).drop("status", "error")
+    return pending.withColumn("prev_attempts", prev).drop("status", "error", "_by_run")
 
 
 def run_artifact(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False,
@@ -364,7 +367,7 @@ def run_artifacts(ctx: RunContext, sends: list[Send], retry_dead: bool = False, 
     store.ensure("llm_ledger", T.LLM_LEDGER)
     fn = functools.partial(run_batch, opts=prompt_options(cfg, arts[0]))
     for round_no in range(cfg.llm.max_attempts + 1):
-        pending = pending_prompts(store, keyed, arts, retry_dead and round_no == 0)
+        pending = pending_prompts(store, keyed, arts, retry_dead and round_no == 0, run_id)
         # chunks of exactly llm.chunk_size prompts in sending order, numbered once when the
         # pending set is staged
         pending = pending.withColumn("_seq", F.row_number().over(Window.orderBy(*SEND_ORDER)))
@@ -592,7 +595,7 @@ def _send_waves(ctx: RunContext, inputs: dict[str, DataFrame], arts: list[str], 
     sent.update({f"judge_{a}": ArtifactResult(f"judge_{a}") for a in arts})
     store, cfg = ctx.store, ctx.cfg
     keyed = send_frame(cfg, [Send(a, inputs[a]) for a in arts])
-    users = pending_prompts(store, keyed, arts, retry_dead).select(*KEYS).distinct()
+    users = pending_prompts(store, keyed, arts, retry_dead, ctx.run_id).select(*KEYS).distinct()
     users = ctx.materialize("llm_wave_users", users.withColumn(
         "_wave", F.floor((F.row_number().over(Window.orderBy(*KEYS)) - 1) / cfg.llm.wave_users)))
     n = users.count()

@@ -206,7 +206,7 @@ class _Scripted:
 
     name = "scripted"
     model = "scripted"
-    context_tokens = 1000  # a short post fits, a 1,500-character one does not
+    context_tokens = 400  # a short post (~180 tokens) fits, a 1,500-character one (~550) does not
 
     def __init__(self):
         self.calls = 0
@@ -501,3 +501,40 @@ def test_gold_gate_accepts_only_scores_strictly_above_both_thresholds(tmp_path, 
     assert r.gold == {"scenario": 2}
     funnel = {x["source"]: x for x in store.read("runs").where(F.col("run_id") == r.run_id).collect()}
     assert json.loads(funnel["judge_scenario"]["detail"])["gold"] == 2
+
+
+class _FailsScenarios(_ScriptedJudge):
+    """Every scenario reply breaks its schema (a dead letter after max_attempts); the rest is well formed."""
+
+    def __init__(self):
+        super().__init__()
+        self.scenario_calls = 0
+
+    def generate(self, requests, sampling):
+        out = super().generate(requests, sampling)
+        for i, r in enumerate(requests):
+            if "background" in (r.schema or {}).get("properties", {}):
+                self.scenario_calls += 1
+                out[i] = Response(r.key, '{"background": ""}', 10, 10, 1)
+        return out
+
+
+def test_retry_dead_gives_each_dead_letter_one_fresh_set_of_attempts_through_waves(tmp_path, engine):
+    """`--retry-dead` retries a dead letter max_attempts times in its wave; the pass over every
+    input that follows the waves must not retry what died again in this run."""
+    from lewin.jobs.llm import backend_spec
+    from lewin.udfs.llm_backends import register_backend
+
+    cfg = _cfg(tmp_path, "http://unused")
+    cfg.llm.engine.kind, cfg.llm.engine.model = "llamacpp", "scripted-fails-scenarios"
+    cfg.llm.artifacts = ["scenario"]
+    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)
+    store = TableStore(inline, cfg.storage)
+    _seed_tables(store, engine.spark, cfg, {"r_a": "V_PASS I walked to the harbour and watched the boats come in."})
+    double = _FailsScenarios()
+    register_backend(backend_spec(cfg), double)
+    _pipeline(store, cfg)
+    assert double.scenario_calls == cfg.llm.max_attempts
+    _, r = _pipeline(store, cfg, retry_dead=True)
+    assert r.waves == 1
+    assert double.scenario_calls == 2 * cfg.llm.max_attempts, "retried once per --retry-dead, not once per pass"
