@@ -315,7 +315,6 @@ def main() -> None:
     for a in PER_USER:
         counts[a] = counts[f"judge_{a}"] = PAPER_USERS
     rows = []
-    notes_in = notes_out = 0.0
     if notes_per_user:
         nt = facts["notes_tokens"]
         notes_in = (paper.history_max_chars - paper.record_max_chars) / chars_per_token + 150  # chunk + instructions

@@ -602,7 +602,12 @@ def _send_waves(ctx: RunContext, inputs: dict[str, DataFrame], arts: list[str], 
     result.waves = math.ceil(n / cfg.llm.wave_users)
     for w in range(result.waves):
         wave = ctx.materialize("llm_wave", users.where(F.col("_wave") == w).select(*KEYS))
-        mine = {a: ctx.materialize(f"llm_wave_{a}", inputs[a].join(wave, KEYS, "left_semi")) for a in arts}
+        # the wave's share of each distinct inputs frame (per user, per record), staged once
+        staged: dict[int, DataFrame] = {}
+        for a in arts:
+            if id(inputs[a]) not in staged:
+                staged[id(inputs[a])] = ctx.materialize(f"llm_wave_{len(staged)}", inputs[a].join(wave, KEYS, "left_semi"))
+        mine = {a: staged[id(inputs[a])] for a in arts}
         done = run_artifacts(ctx, [Send(a, mine[a]) for a in arts], retry_dead)
         sends = [judge_send(ctx, a, mine[a], synth_rows(ctx, a, mine[a]))[1] for a in arts]
         done += run_artifacts(ctx, sends, retry_dead)
