@@ -18,7 +18,6 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -26,7 +25,7 @@ from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
-from lewin.udfs import bronze
+from lewin.udfs import bronze, fs
 from lewin.udfs import sources as _sources
 from lewin.udfs.ids import stable_id
 from lewin.udfs.pool import pooled_batches
@@ -83,25 +82,58 @@ class IngestResult:
         )
 
 
-def list_files(paths: list[str]) -> tuple[list[InputFile], list[str]]:
-    """Every readable dump file under ``paths`` (recursive), and the files skipped (unknown format)."""
+def list_files(paths: list[str], store: TableStore | None = None) -> tuple[list[InputFile], list[str]]:
+    """Every readable dump file under ``paths`` (recursive, any filesystem ``lewin.udfs.fs``
+    reads), and the files skipped (unknown format). On a cluster engine the engine lists (Spark's
+    parallel file index), so millions of objects are not walked in one driver loop; the embedded
+    engine, or a scheme the cluster has no connector for, lists through the filesystem layer."""
     found: dict[str, InputFile] = {}
     skipped: list[str] = []
     for p in paths:
-        root = Path(p)
-        if not root.exists():
-            raise FileNotFoundError(f"input path does not exist: {p}")
-        candidates = [root] if root.is_file() else sorted(x for x in root.rglob("*") if x.is_file())
-        for f in candidates:
-            if f.name.startswith(".") or f.name.lower() in _IGNORED_NAMES:
+        entries = _engine_listing(store, p) if store is not None and store.engine.kind != "embedded" else None
+        for loc, size, mtime in entries if entries is not None else fs.find(p):
+            kind = readable(loc)
+            if kind is None:
                 continue
-            if detect_format(f) is None:
-                skipped.append(str(f.absolute()))
+            if not kind:
+                skipped.append(loc)
                 continue
-            st = f.stat()
-            ap = str(f.absolute())
-            found[ap] = InputFile(ap, st.st_size, st.st_mtime_ns)
+            found[loc] = InputFile(loc, size, mtime)
     return sorted(found.values(), key=lambda x: x.path), skipped
+
+
+def readable(loc: str) -> bool | None:
+    """True for a dump file to ingest, False for one of unknown format (reported as skipped), None
+    for a file ignored silently (hidden files, README/LICENSE/NOTICE)."""
+    base = fs.name(loc)
+    if base.startswith(".") or base.lower() in _IGNORED_NAMES:
+        return None
+    return detect_format(loc) is not None
+
+
+def _engine_listing(store: TableStore, loc: str) -> list[tuple[str, int, int]] | None:
+    """(location, size, mtime_ns) of the files under ``loc`` listed by the engine (the
+    ``binaryFile`` source with its content pruned), or None when the engine has no filesystem for
+    the location's scheme (the caller lists through ``lewin.udfs.fs`` instead)."""
+    try:
+        df = (store.spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(loc)
+              .select("path", "length", (F.unix_micros("modificationTime") * 1000).alias("mtime_ns")))
+        rows = df.collect()
+    except Exception as exc:
+        text = str(exc)
+        if "PATH_NOT_FOUND" in text or "Path does not exist" in text:
+            raise FileNotFoundError(f"input path does not exist: {loc}") from None
+        if "No FileSystem for scheme" in text or "UnsupportedFileSystem" in text:
+            log.warning("the engine cannot list %s (no connector for its scheme): listing it from the driver", loc)
+            return None
+        raise
+    return [(fs.location(r["path"]), int(r["length"]), int(r["mtime_ns"])) for r in rows]
+
+
+def _same_file_key(path: str, size: int, mtime_ns: int) -> tuple[str, int, int]:
+    """The ingest log's identity of a file version: (path, size, mtime in ms). Milliseconds, since
+    that is what Spark's file index and object stores report, while local listings give ns."""
+    return path, size, mtime_ns // 1_000_000
 
 
 def _batches(files: list[InputFile], max_files: int, max_bytes: int) -> Iterator[list[InputFile]]:
@@ -194,17 +226,32 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
     ic = cfg.ingest
     result = IngestResult(run_id=run_id, source=source)
 
-    files, skipped = list_files(paths)
+    files, skipped = list_files(paths, store)
     result.files_skipped = skipped
     for s in skipped:
         log.warning("skipping %s: unknown file format", s)
+    new_files = new_since_log(store, source, files)
+    log.info("%s: %d files found, %d new", source, len(files), len(new_files))
+    ingest_files(ctx, source, new_files, result, on_progress)
+    return result
+
+
+def new_since_log(store: TableStore, source: str, files: list[InputFile]) -> list[InputFile]:
+    """The files whose (path, size, mtime) the ingest log does not hold for ``source``."""
     store.ensure("ingest_log", T.INGEST_LOG)
     done = {
-        (r["path"], r["size"], r["mtime_ns"])
+        _same_file_key(r["path"], r["size"], r["mtime_ns"])
         for r in store.read("ingest_log").where(F.col("source") == source).select("path", "size", "mtime_ns").collect()
     }
-    new_files = [f for f in files if (f.path, f.size, f.mtime_ns) not in done]
-    log.info("%s: %d files found, %d new", source, len(files), len(new_files))
+    return [f for f in files if _same_file_key(f.path, f.size, f.mtime_ns) not in done]
+
+
+def ingest_files(ctx: RunContext, source: str, new_files: list[InputFile], result: IngestResult,
+                 on_progress: Callable[[int, int], None] | None = None) -> IngestResult:
+    """Read, parse, MERGE and log ``new_files`` in batches, adding to ``result``'s counts: the one
+    path every ingestion takes (batch runs, ``--watch`` polls, streaming micro-batches)."""
+    store, cfg, run_id, started = ctx.store, ctx.cfg, ctx.run_id, ctx.started
+    ic = cfg.ingest
 
     params = bronze.BronzeParams(
         run_id=run_id,
@@ -213,7 +260,8 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
         max_event_time=started + timedelta(days=ic.max_future_days),
         max_text_chars=ic.max_text_chars,
     )
-    opts = ReaderOptions(source=source, max_record_bytes=ic.max_record_bytes, options=source_options(cfg, source))
+    opts = ReaderOptions(source=source, max_record_bytes=ic.max_record_bytes, options=source_options(cfg, source),
+                         raw_max_chars=ic.quarantine_raw_max_chars)
     tables = _sources.bronze_tables(source)
     for t, schema in tables.items():
         store.ensure(t, schema)
@@ -283,8 +331,10 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
         if on_progress:
             on_progress(done_files, len(new_files))
 
-    result.kept_by_table = dict(kept_by_table)
-    result.quarantined_by_reason = dict(reasons)
+    for t, n in kept_by_table.items():
+        result.kept_by_table[t] = result.kept_by_table.get(t, 0) + n
+    for r, n in reasons.items():
+        result.quarantined_by_reason[r] = result.quarantined_by_reason.get(r, 0) + n
     return result
 
 
@@ -298,14 +348,14 @@ def source_options(cfg: LewinConfig, source: str) -> dict[str, object]:
     for k, v in sc.model_dump().items():
         if k == "paths" or v is None:
             continue
-        out[k] = str(Path(v).absolute()) if k.endswith("_path") else v
+        out[k] = fs.location(v) if k.endswith("_path") else v
     return out
 
 
 def sources_under(data_dir: str) -> dict[str, list[str]]:
     """``<data>/<source>/…`` folders -> {source: [folder]} for every known source present."""
-    root = Path(data_dir)
-    if not root.is_dir():
+    if not fs.isdir(data_dir):
         raise FileNotFoundError(f"data folder does not exist: {data_dir}")
-    return {s: [str(root / s)] for s in _sources.names() if (root / s).is_dir()}
+    present = set(fs.list_dirs(data_dir))
+    return {s: [fs.join(data_dir, s)] for s in _sources.names() if s in present}
 

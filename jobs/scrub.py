@@ -27,7 +27,7 @@ from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
-from lewin.udfs import pii
+from lewin.udfs import fs, pii
 from lewin.udfs.pool import map_in_arrow_pooled
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,17 @@ def resolve_salt(cfg: LewinConfig) -> bytes:
     env = os.environ.get(pc.salt_env)
     if env:
         return env.encode("utf-8")
-    path = Path(pc.salt_file) if pc.salt_file else cfg.storage.root / "_secrets" / "pii_salt"
-    if path.is_file():
-        return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = fs.location(pc.salt_file) if pc.salt_file else fs.join(cfg.storage.root_location, "_secrets", "pii_salt")
+    if fs.isfile(path):
+        return fs.read_bytes(path).strip()
     key = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    if fs.scheme(path) is None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+    else:  # an object store: access is the bucket's policy, not a file mode
+        fs.write_bytes(path, key)
     log.info("created a new PII surrogate key at %s (keep it: the same key keeps surrogates stable)", path)
     return key
 

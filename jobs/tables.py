@@ -14,11 +14,9 @@ import itertools
 import logging
 import os
 import re
-import shutil
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,6 +24,7 @@ from pyspark.sql.types import StructType
 
 from lewin.jobs.engine import Engine
 from lewin.schemas.config import StorageConfig
+from lewin.udfs import fs
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +71,12 @@ class TableStore:
         prefix = f"{self.storage.catalog}.{self.storage.database}" if self.storage.catalog else self.storage.database
         return f"{prefix}.{name}"
 
-    def path(self, name: str) -> Path:
+    def path(self, name: str) -> str:
+        """The table's folder: a local path or an object-store URL (``lewin.udfs.fs``)."""
         override = self.storage.tables.get(name)
         if override and self.uses_paths:
-            return Path(override).absolute()
-        return (self.storage.root / name).absolute()
+            return fs.location(override)
+        return fs.join(self.storage.root_location, name)
 
     def ref(self, name: str) -> str:
         """What SQL statements name the table by (a path reference locally, a name otherwise)."""
@@ -89,8 +89,8 @@ class TableStore:
         if self.uses_paths:
             p = self.path(name)
             if self.fmt == "delta":
-                return (p / "_delta_log").is_dir()
-            return p.is_dir() and any(p.glob("*.parquet"))
+                return fs.isdir(fs.join(p, "_delta_log"))
+            return any(f.endswith(".parquet") for f in fs.list_files(p))
         return bool(self.spark.catalog.tableExists(self.qualified_name(name)))
 
     def read(self, name: str, schema: StructType | None = None) -> DataFrame:
@@ -101,7 +101,7 @@ class TableStore:
                 raise FileNotFoundError(f"table {name} does not exist yet")
             return self.spark.createDataFrame([], schema)
         if self.uses_paths:
-            return self.spark.read.format(self.fmt).load(str(self.path(name)))
+            return self.spark.read.format(self.fmt).load(self.path(name))
         return self.spark.read.table(self.qualified_name(name))
 
     def is_empty(self, name: str) -> bool:
@@ -133,11 +133,8 @@ class TableStore:
     def list_tables(self, prefix: str = "") -> list[str]:
         """Logical names of the tables that exist (folders under the root, or the schema's tables)."""
         if self.uses_paths:
-            root = self.storage.root
-            if not root.is_dir():
-                return []
-            return sorted(c.name for c in root.iterdir()
-                          if c.is_dir() and c.name.startswith(prefix) and _NAME_RE.match(c.name) and self.exists(c.name))
+            return [n for n in fs.list_dirs(self.storage.root_location)
+                    if n.startswith(prefix) and _NAME_RE.match(n) and self.exists(n)]
         prefix_q = f"{self.storage.catalog}.{self.storage.database}" if self.storage.catalog else self.storage.database
         try:
             rows = self.spark.sql(f"SHOW TABLES IN {prefix_q}").collect()
@@ -149,12 +146,10 @@ class TableStore:
         """Register every table found under ``storage.root`` and ``USE`` Lewin's database."""
         names: list[str] = []
         if self.uses_paths:
-            root = self.storage.root
-            if root.is_dir():
-                for child in sorted(root.iterdir()):
-                    if child.is_dir() and _NAME_RE.match(child.name) and not child.name.startswith("_") and self.exists(child.name):
-                        self.register(child.name)
-                        names.append(child.name)
+            for child in fs.list_dirs(self.storage.root_location):
+                if _NAME_RE.match(child) and not child.startswith("_") and self.exists(child):
+                    self.register(child)
+                    names.append(child)
             self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {self.storage.database}")
         else:
             if self.storage.catalog:
@@ -167,7 +162,7 @@ class TableStore:
     def _write(self, df: DataFrame, name: str, mode: str) -> None:
         w = df.write.format(self.fmt).mode(mode)
         if self.uses_paths:
-            w.save(str(self.path(name)))
+            w.save(self.path(name))
         else:
             w.saveAsTable(self.qualified_name(name))
 
@@ -178,11 +173,11 @@ class TableStore:
     def overwrite(self, name: str, df: DataFrame) -> None:
         if self.fmt == "parquet" and self.uses_paths and self.exists(name):
             # Spark cannot overwrite a Parquet folder it is reading from; stage through a copy.
-            tmp = self.path(name).with_name(self.path(name).name + ".__overwrite")
-            shutil.rmtree(tmp, ignore_errors=True)
-            df.write.format("parquet").save(str(tmp))
-            shutil.rmtree(self.path(name))
-            os.replace(tmp, self.path(name))
+            tmp = self.path(name) + ".__overwrite"
+            fs.rm(tmp)
+            df.write.format("parquet").save(tmp)
+            fs.rm(self.path(name))
+            fs.move(tmp, self.path(name))
         elif self.fmt == "parquet" and self.exists(name):
             # nor a Parquet table by name (a Spark Connect server or metastore without Delta): the
             # same staging, through a second table
@@ -211,7 +206,7 @@ class TableStore:
     def drop(self, name: str) -> None:
         if self.uses_paths:
             self.spark.sql(f"DROP TABLE IF EXISTS {self.storage.database}.{name}")
-            shutil.rmtree(self.path(name), ignore_errors=True)
+            fs.rm(self.path(name))
         else:
             self.spark.sql(f"DROP TABLE IF EXISTS {self.qualified_name(name)}")
 
@@ -292,8 +287,8 @@ class TableStore:
         if self.fmt != "delta" or not self.exists(name):
             return None
         if self.uses_paths:
-            log_dir = self.path(name) / "_delta_log"
-            versions = [int(p.stem) for p in log_dir.glob("*.json") if p.stem.isdigit()]
+            stems = [f[:-len(".json")] for f in fs.list_files(fs.join(self.path(name), "_delta_log")) if f.endswith(".json")]
+            versions = [int(v) for v in stems if v.isdigit()]
             return max(versions) if versions else None
         row = self.spark.sql(f"DESCRIBE HISTORY {self.qualified_name(name)} LIMIT 1").collect()
         return int(row[0]["version"]) if row else None

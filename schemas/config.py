@@ -65,8 +65,11 @@ class EngineConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    root: Path = Path("lewin-data")
-    """Where tables live for the embedded and local engines (one folder per table)."""
+    root: str = "lewin-data"
+    """Where tables live for the embedded and local engines (one folder per table): a local path or
+    an object-store URL (``s3://bucket/lewin``, ``abfss://…``, ``gs://…``; see ``lewin.udfs.fs``).
+    On a metastore engine tables are named instead, and the root keeps only the PII key file and
+    the default shard folder."""
     catalog: str | None = None
     """Unity Catalog catalog (Databricks); None for the local catalog."""
     database: str = "lewin"
@@ -75,6 +78,18 @@ class StorageConfig(_Strict):
     """Table format. Parquet exists for classic Spark without the Delta jars (tests)."""
     tables: dict[str, str] = Field(default_factory=dict)
     """Per-table name overrides: logical name -> ``catalog.schema.table`` (or a path for local)."""
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_text(cls, v: object) -> object:
+        return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+    @property
+    def root_location(self) -> str:
+        """``root`` made canonical: an absolute local path, or the URL as given."""
+        from lewin.udfs import fs
+
+        return fs.location(self.root)
 
 
 class SourceConfig(_Strict):
@@ -99,7 +114,27 @@ class IngestConfig(_Strict):
     batch_max_files: int = Field(64, ge=1)
     batch_max_bytes: int = Field(4 << 30, ge=1)
     """Files are ingested in batches (one bronze MERGE each); a crash loses at most one batch."""
+    watch_seconds: int = Field(60, ge=1)
+    """``lewin ingest --watch``: seconds between micro-batches (Spark's processing-time trigger)
+    or between polls of the input folders (embedded engine)."""
+    checkpoint_dir: str | None = None
+    """Where ``lewin ingest --stream`` keeps each source's Structured Streaming checkpoint
+    (``<checkpoint_dir>/ingest_<source>``): a local path or a URL the engine writes to. Unset:
+    ``<storage.root>/_checkpoints``."""
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
+
+    @field_validator("checkpoint_dir", mode="before")
+    @classmethod
+    def _checkpoint_dir(cls, v: object) -> object:
+        if isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                raise ValueError("must be a path or URL (or unset for <storage.root>/_checkpoints)")
+            if any(c in v for c in "*?[{"):
+                raise ValueError(f"{v!r}: a checkpoint location cannot be a glob pattern")
+        return v
 
     @field_validator("sources")
     @classmethod

@@ -172,8 +172,10 @@ def _conf(conf: dict[str, str]) -> str:
 
 
 # --- what is compared -------------------------------------------------------------------------
-def _snapshot(read, shards: Path) -> dict:
-    """``read(table) -> list[dict]``; ``shards``: emit's output folder."""
+def _snapshot(read, manifest: str | Path) -> dict:
+    """``read(table) -> list[dict]``; ``manifest``: emit's manifest.json (its text, or its path)."""
+    if isinstance(manifest, Path):
+        manifest = manifest.read_text()
     return {
         "kept record ids (silver_records)": sorted(x["record_id"] for x in read("silver_records")),
         "rejected (record id, rule)": sorted((x["record_id"], x["rule"]) for x in read("rejected")),
@@ -181,7 +183,7 @@ def _snapshot(read, shards: Path) -> dict:
                                                     for x in read("silver_records_scrubbed")),
         "users (source, user id, n_records)": sorted((x["source"], x["user_id"], x["n_records"]) for x in read("users")),
         "shard samples (id, task, split)": sorted((x["sample_id"], x["task"], x["split"]) for x in read("shard_samples")),
-        "emit counts (split -> task -> source -> n)": json.loads((shards / "manifest.json").read_text())["counts"],
+        "emit counts (split -> task -> source -> n)": json.loads(manifest)["counts"],
     }
 
 
@@ -291,7 +293,8 @@ class _Pending:
             from deltalake import DeltaTable
 
             root = self.cwd / "lewin-data"
-            self._snap = _snapshot(lambda n: DeltaTable(str(root / n)).to_pyarrow_table().to_pylist(), root / "shards")
+            self._snap = _snapshot(lambda n: DeltaTable(str(root / n)).to_pyarrow_table().to_pylist(),
+                                    root / "shards" / "manifest.json")
         return self._snap
 
 
@@ -382,7 +385,7 @@ def test_pipeline_on_a_standalone_cluster_matches_the_embedded_engine(embedded, 
     _check_distributed(cluster, logs[0].name.removesuffix(".inprogress"), _events(logs[0]))
     root = cwd / "lewin-data"
     assert any((root / "users").glob("*.parquet")) and not (root / "users" / "_delta_log").exists()  # no Delta jars
-    _assert_same(_snapshot(_parquet_reader(root), root / "shards"), embedded.snapshot(), "the standalone cluster")
+    _assert_same(_snapshot(_parquet_reader(root), root / "shards" / "manifest.json"), embedded.snapshot(), "the standalone cluster")
 
 
 def test_pipeline_through_a_spark_connect_server_matches_the_embedded_engine(embedded, cluster, connect_server,
@@ -396,5 +399,5 @@ def test_pipeline_through_a_spark_connect_server_matches_the_embedded_engine(emb
     assert len(logs) == 1, logs
     _check_distributed(cluster, apps[0]["id"], _events(logs[0]))
     db = connect_server.warehouse / "lewin.db"  # the tables by name, in the server's warehouse
-    _assert_same(_snapshot(_parquet_reader(db), cwd / "lewin-data" / "shards"), embedded.snapshot(),
+    _assert_same(_snapshot(_parquet_reader(db), cwd / "lewin-data" / "shards" / "manifest.json"), embedded.snapshot(),
                  "the Spark Connect server")

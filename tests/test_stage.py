@@ -359,7 +359,7 @@ def test_sweep_drops_scratch_of_dead_owners_on_this_host_only(store, cfg):
         assert all(store.exists(n) for n in names.values())
         swept = RunContext(store, cfg, "curate").sweep_stale_scratch()
         assert swept == [names["dead"]]
-        assert not store.exists(names["dead"]) and not (cfg.storage.root / names["dead"]).exists()
+        assert not store.exists(names["dead"]) and not os.path.exists(os.path.join(cfg.storage.root, names["dead"]))
         assert all(store.exists(names[k]) for k in ("alive", "other_host", "not_a_scratch_name"))
         # once the owner has gone, the next run sweeps its table too
         alive.kill()

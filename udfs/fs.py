@@ -1,0 +1,230 @@
+"""One filesystem layer for every location Lewin's Python code reads or writes.
+
+A location is a string: a local path (relative or absolute), a ``file:`` URL, or any fsspec URL
+(``s3://``, ``s3a://``, ``gs://``, ``abfss://``, ``az://`` …). Databricks' ``dbfs:/Volumes/…``
+and ``dbfs:/…`` are read through their FUSE mounts (``/Volumes/…``, ``/dbfs/…``); a bare
+``/Volumes/…`` path is already local. Spark is always given the location as written; this module
+is for the driver and the Python workers (dump readers, the users table, shards, the salt file).
+
+Credentials come from each filesystem's standard environment (``AWS_ACCESS_KEY_ID``,
+``AWS_ENDPOINT_URL``, ``AZURE_STORAGE_*``, ``GOOGLE_APPLICATION_CREDENTIALS`` …): the same
+variables Sail's object store and the Hadoop connectors read, so one setting serves both.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from datetime import datetime, timezone
+from typing import IO, Any, Iterator
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure", "abfss": "azure", "az": "azure",
+           "adl": "azure"}
+
+
+def scheme(location: str | os.PathLike) -> str | None:
+    """The URL scheme (``"s3"``), or None for a local path (a Windows drive letter is not one)."""
+    m = _SCHEME.match(os.fspath(location))
+    return m.group(1).lower() if m else None
+
+
+def is_local(location: str | os.PathLike) -> bool:
+    return scheme(location) in (None, "file") or _dbfs_local(os.fspath(location)) is not None
+
+
+def _dbfs_local(s: str) -> str | None:
+    if scheme(s) != "dbfs":
+        return None
+    rest = "/" + s[len("dbfs:"):].lstrip("/")
+    return rest if rest.startswith("/Volumes/") else "/dbfs" + rest
+
+
+def location(value: str | os.PathLike) -> str:
+    """The canonical form of a location: local paths absolute (``file:`` stripped), URLs as given
+    without a trailing slash."""
+    s = os.fspath(value)
+    sch = scheme(s)
+    if sch is None:
+        return os.path.abspath(s)
+    if sch == "file":
+        rest = s[len("file:"):]
+        if rest.startswith("//"):
+            rest = rest[2:]
+            rest = rest[rest.index("/"):] if "/" in rest else "/"  # file://host/path
+        return os.path.abspath(rest)
+    return s.rstrip("/") if not s.endswith(":/") and not s.endswith("://") else s
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    base = location(base)
+    if scheme(base) is None:
+        return os.path.join(base, *parts)
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def name(loc: str) -> str:
+    return posixpath.basename(location(loc).rstrip("/"))
+
+
+def parent(loc: str) -> str:
+    loc = location(loc)
+    if scheme(loc) is None:
+        return os.path.dirname(loc)
+    head, _, _ = loc.rstrip("/").rpartition("/")
+    return head if not head.endswith(":/") and not head.endswith(":") else loc  # a bucket is its own parent
+
+
+def with_name(loc: str, new_name: str) -> str:
+    return join(parent(loc), new_name)
+
+
+def _resolve(loc: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path inside it) for a location."""
+    import fsspec
+
+    loc = location(loc)
+    local = loc if scheme(loc) is None else _dbfs_local(loc)
+    if local is not None:
+        return fsspec.filesystem("file"), local
+    try:
+        from fsspec.core import url_to_fs
+
+        return url_to_fs(loc)
+    except ImportError as exc:
+        sch = scheme(loc)
+        extra = _EXTRAS.get(sch or "")
+        hint = f" (pip install 'lewin[{extra}]')" if extra else ""
+        raise ImportError(f"{loc}: no filesystem for {sch}:// installed{hint}: {exc}") from None
+    except ValueError as exc:  # fsspec: "Protocol not known"
+        raise ValueError(f"{loc}: {exc}") from None
+
+
+def _is_local_fs(fs) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
+def _to_url(root_loc: str, root_path: str, path: str) -> str:
+    """A path the filesystem returned, as a location in the form the caller wrote ``root_loc``."""
+    if scheme(root_loc) is None:
+        return path
+    if _dbfs_local(root_loc) is not None:
+        return root_loc.rstrip("/") + path[len(root_path.rstrip("/")):]
+    rp = root_path.rstrip("/")
+    if path == rp:
+        return root_loc
+    return root_loc.rstrip("/") + path[len(rp):] if path.startswith(rp + "/") else root_loc.split("://")[0] + "://" + path
+
+
+def mtime_ns(info: dict, local_path: str | None = None) -> int:
+    """A file's modification time in ns from an fsspec ``info`` dict (local files: ``os.stat``)."""
+    if local_path is not None:
+        return os.stat(local_path).st_mtime_ns
+    for key in ("LastModified", "last_modified", "mtime", "updated", "modificationTime", "created"):
+        v = info.get(key)
+        if v is None:
+            continue
+        if isinstance(v, datetime):
+            v = v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+            return int(v.timestamp() * 1_000_000) * 1000
+        if isinstance(v, (int, float)):
+            return int(v * 1_000_000_000) if v < 1e12 else int(v) * 1_000_000  # s or ms
+        if isinstance(v, str):
+            try:
+                return mtime_ns({key: datetime.fromisoformat(v.replace("Z", "+00:00"))})
+            except ValueError:
+                continue
+    return 0
+
+
+def exists(loc: str) -> bool:
+    fs, p = _resolve(loc)
+    return fs.exists(p)
+
+
+def isdir(loc: str) -> bool:
+    fs, p = _resolve(loc)
+    return fs.isdir(p)
+
+
+def isfile(loc: str) -> bool:
+    fs, p = _resolve(loc)
+    return fs.isfile(p)
+
+
+def find(loc: str) -> Iterator[tuple[str, int, int]]:
+    """(location, size, mtime_ns) of every file under ``loc`` (recursive), or of ``loc`` itself
+    when it is a file. Raises FileNotFoundError when nothing is there."""
+    loc = location(loc)
+    fs, p = _resolve(loc)
+    if not fs.exists(p):
+        raise FileNotFoundError(f"input path does not exist: {loc}")
+    local = _is_local_fs(fs)
+    if fs.isfile(p):
+        info = fs.info(p)
+        yield loc, int(info["size"]), mtime_ns(info, p if local else None)
+        return
+    for path, info in sorted(fs.find(p, detail=True).items()):
+        if info.get("type") == "directory":
+            continue
+        yield _to_url(loc, p, path), int(info["size"]), mtime_ns(info, path if local else None)
+
+
+def list_files(loc: str) -> list[str]:
+    """Names of the files directly under ``loc`` ([] when ``loc`` is missing)."""
+    fs, p = _resolve(loc)
+    if not fs.isdir(p):
+        return []
+    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in fs.ls(p, detail=True) if e.get("type") == "file")
+
+
+def list_dirs(loc: str) -> list[str]:
+    """Names of the folders directly under ``loc`` ([] when ``loc`` is missing)."""
+    fs, p = _resolve(loc)
+    if not fs.isdir(p):
+        return []
+    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in fs.ls(p, detail=True) if e.get("type") == "directory")
+
+
+def open(loc: str, mode: str = "rb", **kwargs) -> IO:  # noqa: A001 - the filesystem verb
+    fs, p = _resolve(loc)
+    if "w" in mode and _is_local_fs(fs):
+        fs.makedirs(fs._parent(p), exist_ok=True)
+    return fs.open(p, mode, **kwargs)
+
+
+def read_bytes(loc: str) -> bytes:
+    fs, p = _resolve(loc)
+    return fs.cat_file(p)
+
+
+def write_bytes(loc: str, data: bytes) -> None:
+    with open(loc, "wb") as f:
+        f.write(data)
+
+
+def rm(loc: str) -> None:
+    """Remove a file or a folder tree; nothing there is fine."""
+    fs, p = _resolve(loc)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+
+
+def move(src: str, dst: str) -> None:
+    """Rename (local: atomic) or copy-then-delete (object stores have no rename)."""
+    fs, p = _resolve(src)
+    _, q = _resolve(dst)
+    fs.mv(p, q, recursive=True)
+
+
+def put_tree(local_dir: str, dst: str) -> None:
+    """Upload a local folder's files under ``dst`` (same relative paths)."""
+    fs, q = _resolve(dst)
+    for root, _dirs, files in os.walk(local_dir):
+        for f in files:
+            src = os.path.join(root, f)
+            rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
+            fs.put_file(src, f"{q.rstrip('/')}/{rel}")
