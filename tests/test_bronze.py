@@ -156,3 +156,91 @@ def test_table_rows_cast_to_the_declared_schema(spark):
     assert [f.name for f in out.schema.fields] == [f.name for f in T.BRONZE_REDDIT.fields]
     assert [f.dataType for f in out.schema.fields] == [f.dataType for f in T.BRONZE_REDDIT.fields]
     assert out.count() == 1
+
+
+# --- poison values: every parse is total (issue 16) ---------------------------------------------
+BLOG_DATES = {  # date as written -> parsed, or None: unparseable_time naming the field and the value
+    "14,May,2004": utc(2004, 5, 14), "02,Juni,2004": utc(2004, 6, 2), "1,März,2004": utc(2004, 3, 1),
+    "14,Décembre,2004": utc(2004, 12, 14), "14 May 2004": utc(2004, 5, 14), "May 14, 2004": utc(2004, 5, 14),
+    "14-Sept-2004": utc(2004, 9, 14), "2004-05-14": utc(2004, 5, 14), "2004/05/14": utc(2004, 5, 14),
+    "2004.05.14": utc(2004, 5, 14), "2004-06-15T10:00:00": utc(2004, 6, 15), "14.05.2004": utc(2004, 5, 14),
+    "unknown": None, "14,May": None, "14,,2004": None, ",": None, "05/14/2004": None, "x,May,2004": None,
+    "31,February,2004": None, "99999999999,May,2004": None, "14,May,99999999999": None, "14,Smarch,2004": None,
+    "2004-13-45": None, "٣,May,2004": None, "[1,2]": None,
+}
+
+
+def test_blogger_dates_in_every_form_and_bad_ones_quarantined_not_fatal(spark):
+    recs = [{"id": i, "author_id": 7, "date": d, "text": "I wrote."} for i, d in enumerate(BLOG_DATES)]
+    rows = normalize(spark, "blogger", recs)
+    for (date, want), row in zip(BLOG_DATES.items(), rows):
+        if want is not None:
+            assert (row["_reason"], row["event_ts"]) == (None, want), date
+        else:
+            assert (row["_reason"], row["_detail"]) == ("unparseable_time", f"date={date}"), date
+
+
+def test_values_that_only_look_nested_are_text(spark):
+    looks = ["[2927](https://www.reddit.com/r/x/comments/2927) is the thread", "[2021] My year in review",
+             "[1, 2, 3] are my favourite numbers", '{"k": 1} is how I write config', "[1]] x [", "[1], [2]",
+             "[1, 2, 3]", "{}", "[removed]", " [deleted]"]
+    base = {"id": "x", "author": "a", "created_utc": 1609459200}
+    reddit = ([dict(base, id=f"s{i}", title="t", selftext=t) for i, t in enumerate(looks)]
+              + [dict(base, id=f"t{i}", title=t) for i, t in enumerate(looks)]
+              + [dict(base, id=f"c{i}", body=t, link_id="t3_x") for i, t in enumerate(looks)]
+              + [dict(base, id="a1", author="[a] b", title="t")])
+    nested = [dict(base, id="n1", title="t", selftext=["a", 1]), dict(base, id="n2", title={"k": [1]}),
+              dict(base, id="n3", body={"a": 1}, link_id="t3_x"), dict(base, id="n4", author=["a"], title="t")]
+    rows = normalize(spark, "reddit", reddit + nested)
+    assert [r["_reason"] for r in rows[: len(reddit)]] == [None] * len(reddit)
+    assert [r["_reason"] for r in rows[len(reddit):]] == ["wrong_type:text", "wrong_type:title", "wrong_type:text",
+                                                          "wrong_type:author"]
+    assert rows[0]["text"] == looks[0] and rows[len(looks)]["title"] == looks[0]
+    blog = [{"id": i, "author_id": 7, "date": "2004-05-14", "text": t} for i, t in enumerate(looks)]
+    rows = normalize(spark, "blogger", blog + [{"id": 99, "author_id": 7, "date": "2004-05-14", "text": {"a": 1}}])
+    assert [r["_reason"] for r in rows] == [None] * len(looks) + ["wrong_type:text"]
+    review = {"reviewerID": "A1", "asin": "B1", "overall": 5, "unixReviewTime": 1472688000}
+    amazon = [dict(review, reviewText=t) for t in looks] + [dict(review, reviewText=["a"]), dict(review, text={"a": 1})]
+    items = [{"parent_asin": f"B{i}", "title": "Soap", "description": t, "features": [t, "x"]} for i, t in enumerate(looks[:5])]
+    rows = normalize(spark, "amazon", amazon + items)
+    assert [r["_reason"] for r in rows] == [None] * len(looks) + ["wrong_type:text"] * 2 + [None] * 5
+    # an item's description that only starts like a JSON array stays as written; a real array is joined
+    assert [r["description"] for r in rows[-5:]] == looks[:5]
+    assert [r["features"] for r in rows[-5:]] == [f"{t}\nx" for t in looks[:5]]
+
+
+def test_reddit_iso_times_in_created_utc(spark):
+    forms = ["2021-01-01T05:45:22Z", "2021-01-01t05:45:22z", "2021-01-01 05:45:22+00:00", "20210101T054522Z",
+             "2021-01-01T05:45:22,000Z", "2021-01-01T06:45:22+01:00", "2021-01-01T05:45:22Z[UTC]",
+             "2021-01-01T05:45:22.000000Z"]
+    rows = normalize(spark, "reddit", [{"id": f"i{i}", "author": "a", "created_utc": v, "title": "t"}
+                                       for i, v in enumerate(forms)] + [
+        {"id": "m", "author": "a", "created_utc": "2021-01-01T05:45Z", "title": "t"},
+        {"id": "p", "author": "a", "created": "20210101T0545+0000", "title": "t"},
+        {"id": "u", "author": "a", "created_utc": "the day after", "title": "t"}])
+    assert [(r["_reason"], r["event_ts"]) for r in rows[: len(forms)]] == [(None, utc(2021, 1, 1, 5, 45, 22))] * len(forms)
+    epochs = normalize(spark, "reddit", [{"id": f"e{i}", "author": "a", "created_utc": v, "title": "t"}
+                                         for i, v in enumerate([" 1609459200 ", "+1609459200", "1609459200.0", "1.6094592e9"])])
+    assert [(r["_reason"], r["event_ts"]) for r in epochs] == [(None, utc(2021, 1, 1))] * 4
+    assert rows[-3]["event_ts"] == rows[-2]["event_ts"] == utc(2021, 1, 1, 5, 45)
+    assert (rows[-1]["_reason"], rows[-1]["_detail"]) == ("unparseable_time", "created_utc=the day after")
+
+
+def test_numbers_and_booleans_never_fail_the_job(spark):
+    base = {"id": "x", "author": "a", "created_utc": 1609459200, "title": "t"}
+    reddit = [dict(base, score="1e30"), dict(base, num_comments="Infinity"), dict(base, stickied="maybe"),
+              dict(base, over_18=2), dict(base, is_self="1.0"), dict(base, created_utc="NaN"),
+              dict(base, created_utc="1e300"), dict(base, created_utc="-1e18"), dict(base, score=str(-(2**63) - 1))]
+    got = [(r["_reason"], r["_detail"]) for r in normalize(spark, "reddit", reddit)]
+    assert got == [("wrong_type:score", "score=1e30"), ("wrong_type:num_comments", "num_comments=Infinity"),
+                   ("wrong_type:stickied", "stickied=maybe"), ("wrong_type:over_18", "over_18=2"), (None, None),
+                   ("unparseable_time", "created_utc=NaN"), ("unparseable_time", "created_utc=1e300"),
+                   ("unparseable_time", "created_utc=-1e18"), ("wrong_type:score", "score=-9223372036854775809")]
+    (age,) = normalize(spark, "blogger", [{"id": 1, "author_id": 7, "date": "2004-05-14", "text": "t", "age": 99999999999}])
+    assert (age["_reason"], age["_detail"]) == ("wrong_type:age", "age=99999999999")
+    review = {"reviewerID": "A1", "asin": "B1", "overall": 5, "unixReviewTime": 1472688000, "reviewText": "ok"}
+    rows = normalize(spark, "amazon", [dict(review, vote="many"), dict(review, verified="perhaps"),
+                                       dict(review, overall="NaN"), dict(review, unixReviewTime="1e400")])
+    assert [(r["_reason"], r["_detail"]) for r in rows] == [
+        ("wrong_type:helpful_votes", "helpful_votes=many"), ("wrong_type:verified", "verified=perhaps"),
+        ("rating_out_of_range", "rating=NaN"), ("unparseable_time", "unixReviewTime=1e400")]

@@ -14,8 +14,8 @@ from pyspark.sql.types import ArrayType, StringType
 
 from lewin.schemas import tables as T
 from lewin.udfs.bronze import (
-    BronzeParams, epoch_millis, epoch_seconds, finish, hash_id, is_nested, nonblank, reader_fields, snippet,
-    strings, text_checks, time_checks, to_bool, to_double, to_long, wrong_type,
+    BronzeParams, epoch_millis, epoch_seconds, finish, hash_id, is_nested, nested_field, nonblank, reader_fields,
+    snippet, strings, text_checks, time_checks, to_bool, to_double, to_long, wrong_type,
 )
 from lewin.udfs.rules import min_chars
 from lewin.udfs.sources.base import RuleSpec, SideTable, SourceSpec, StreamSpec
@@ -32,10 +32,11 @@ _AMAZON_RAW = strings(
 )
 
 
-def _as_text(col: Column) -> Column:
-    """A JSON array of strings -> its items joined by newlines; a plain string stays as is."""
+def _as_text(col: Column, nested: Column) -> Column:
+    """A JSON array of strings -> its items joined by newlines; a plain string (one that only
+    starts like an array, "[Gift] A soap …", too: ``nested`` is the record's own field) stays."""
     arr = F.from_json(col, ArrayType(StringType()))
-    return F.when(is_nested(col), F.array_join(arr, "\n")).otherwise(col)
+    return F.when(is_nested(col, nested), F.coalesce(F.array_join(arr, "\n"), col)).otherwise(col)
 
 
 def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
@@ -48,6 +49,7 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
     is_review = user.isNotNull() | g("unixReviewTime").isNotNull() | g("timestamp").isNotNull() | g("reviewText").isNotNull()
     is_2023 = g("timestamp").isNotNull() | g("user_id").isNotNull()
     raw_time = F.coalesce(nonblank(g("unixReviewTime")), nonblank(g("timestamp")))
+    time_field = F.when(nonblank(g("unixReviewTime")).isNotNull(), F.lit("unixReviewTime")).otherwise(F.lit("timestamp"))
     ts = F.when(
         g("unixReviewTime").isNotNull(), epoch_seconds(to_long(g("unixReviewTime")))
     ).otherwise(epoch_millis(to_long(g("timestamp"))))
@@ -55,6 +57,7 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
     rating = to_double(rating_raw)
     text = F.coalesce(g("reviewText"), g("text"))
     votes_raw = F.coalesce(nonblank(g("vote")), nonblank(g("helpful_vote")))
+    verified_raw = F.coalesce(nonblank(g("verified")), nonblank(g("verified_purchase")))
     category = F.regexp_extract(F.col("file"), r"(?:^|/)(?:meta_)?([A-Za-z0-9_&-]+?)(?:_5|_core)?\.json", 1)
     price_raw = nonblank(g("price"))
     out = j.select(
@@ -68,7 +71,7 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
         item.alias("item_id"),
         nonblank(g("asin")).alias("asin"),
         rating.alias("rating"),
-        F.coalesce(to_bool(g("verified")), to_bool(g("verified_purchase"))).alias("verified"),
+        to_bool(verified_raw).alias("verified"),
         to_long(F.regexp_replace(votes_raw, ",", "")).alias("helpful_votes"),
         F.when(category != "", category).alias("category"),
         F.when(is_2023, F.lit("reviews2023")).otherwise(F.lit("reviews2018")).alias("dataset"),
@@ -79,8 +82,9 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
         ).alias("categories"),
         F.coalesce(nonblank(g("store")), nonblank(g("brand"))).alias("store"),
         to_double(F.regexp_replace(price_raw, r"[$,\s]", "")).alias("price"),
-        _as_text(g("description")).alias("description"),
-        _as_text(F.coalesce(g("features"), g("feature"))).alias("features"),
+        _as_text(g("description"), nested_field(text_in, "description")).alias("description"),
+        _as_text(F.coalesce(g("features"), g("feature")), F.when(g("features").isNotNull(), nested_field(text_in, "features"))
+                 .otherwise(nested_field(text_in, "feature"))).alias("features"),
         to_double(g("average_rating")).alias("average_rating"),
         to_long(g("rating_number")).alias("rating_number"),
     )
@@ -90,14 +94,18 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
     ).otherwise(F.concat(F.lit("amazon_item:"), c("item_id")))
     out = out.withColumn("record_id", rid).withColumn("source", F.lit("amazon"))
     review = c("_t") == "bronze_amazon"
+    text_nested = is_nested(c("text"), F.when(g("reviewText").isNotNull(), nested_field(text_in, "reviewText"))
+                            .otherwise(nested_field(text_in, "text")))
     checks = (
         [(review & c("user_id").isNull(), "missing_user", None), (c("item_id").isNull(), "missing_item", None)]
-        + [(review & cond, code, det) for cond, code, det in time_checks(raw_time, c("event_ts"), p)]
+        + [(review & cond, code, det) for cond, code, det in time_checks(raw_time, c("event_ts"), p, time_field)]
         + [
             (review & wrong_type(rating_raw, c("rating")), "wrong_type:rating", snippet("rating", rating_raw)),
             (review & ~c("rating").between(1, 5), "rating_out_of_range", snippet("rating", c("rating"))),
+            (review & wrong_type(votes_raw, c("helpful_votes")), "wrong_type:helpful_votes", snippet("helpful_votes", votes_raw)),
+            (review & wrong_type(verified_raw, c("verified")), "wrong_type:verified", snippet("verified", verified_raw)),
             (review & c("text").isNull() & c("title").isNull(), "missing_text", None),
-            (review & is_nested(c("text")), "wrong_type:text", snippet("text", c("text"))),
+            (review & text_nested, "wrong_type:text", snippet("text", c("text"))),
         ]
         + [(review & cond, code, det) for cond, code, det in text_checks(c("text"), p)]
     )

@@ -18,8 +18,8 @@ from pyspark.sql import functions as F
 from lewin.schemas import tables as T
 from lewin.schemas.config import DeletedRule, DistinguishedRule
 from lewin.udfs.bronze import (
-    BronzeParams, epoch_seconds, finish, hash_id, is_nested, nonblank, reader_fields, snippet, strings, text_checks,
-    time_checks, to_bool, to_long, wrong_type,
+    BronzeParams, epoch_seconds, finish, hash_id, is_nested, iso_time, nested_field, nonblank, reader_fields, snippet,
+    strings, text_checks, time_checks, to_bool, to_long, wrong_type,
 )
 from lewin.udfs.rules import Check, min_chars, min_count, user_name_patterns, value_detail
 from lewin.udfs.sources.base import FileFormats, RuleSpec, SourceSpec, StreamSpec
@@ -53,8 +53,9 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
     is_comment = g("body").isNotNull() | g("link_id").isNotNull()
     native = F.coalesce(nonblank(g("id")), F.regexp_replace(nonblank(g("name")), r"^t[13]_", ""))
     raw_time = F.coalesce(nonblank(g("created_utc")), nonblank(g("created")))
+    time_field = F.when(nonblank(g("created_utc")).isNotNull(), F.lit("created_utc")).otherwise(F.lit("created"))
     # epoch seconds (Pushshift), else an ISO time (a Parquet timestamp column, framed as ISO text)
-    ts = F.coalesce(epoch_seconds(to_long(raw_time)), F.try_to_timestamp(raw_time))
+    ts = F.coalesce(epoch_seconds(to_long(raw_time)), iso_time(raw_time))
     text = F.when(is_comment, g("body")).otherwise(g("selftext"))
     user = nonblank(g("author"))
     score, num_comments = to_long(g("score")), to_long(g("num_comments"))
@@ -88,12 +89,17 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
         F.concat(F.lit("reddit:"), F.when(is_comment, F.lit("t1_")).otherwise(F.lit("t3_")), c("native_id")),
     ).otherwise(F.concat(F.lit("reddit:h:"), hash_id(c("user_id"), c("event_ts"), c("title"), c("text"))))
     out = out.withColumn("record_id", rid).withColumn("source", F.lit("reddit"))
+    # a value that only looks nested ("[2021] My year …") is text: the record's own field decides
+    text_nested = is_nested(
+        c("text"), F.when(is_comment, nested_field(text_in, "body")).otherwise(nested_field(text_in, "selftext")))
+    title_nested = is_nested(c("title"), nested_field(text_in, "title"))
+    bools = [(n, nonblank(g(n))) for n in ("stickied", "over_18", "is_self")]
     checks = (
         [
             (c("user_id").isNull(), "missing_user", None),
-            (is_nested(c("user_id")), "wrong_type:author", snippet("author", c("user_id"))),
+            (is_nested(c("user_id"), nested_field(text_in, "author")), "wrong_type:author", snippet("author", c("user_id"))),
         ]
-        + time_checks(raw_time, c("event_ts"), p)
+        + time_checks(raw_time, c("event_ts"), p, time_field)
         + [
             (wrong_type(g("score"), c("score")), "wrong_type:score", snippet("score", g("score"))),
             (
@@ -102,8 +108,12 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
                 snippet("num_comments", g("num_comments")),
             ),
             (c("num_comments") < 0, "negative_count:num_comments", snippet("num_comments", c("num_comments"))),
+        ]
+        + [(wrong_type(v, c(n)), f"wrong_type:{n}", snippet(n, v)) for n, v in bools]
+        + [
             (c("title").isNull() & c("text").isNull(), "missing_text", None),
-            (is_nested(c("text")) | is_nested(c("title")), "wrong_type:text", snippet("text", c("text"))),
+            (text_nested, "wrong_type:text", snippet("text", c("text"))),
+            (title_nested, "wrong_type:title", snippet("title", c("title"))),
         ]
         + text_checks(c("text"), p)
     )

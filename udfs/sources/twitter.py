@@ -10,14 +10,21 @@ flags and no entities: bronze derives them from the text (``RT @x:`` prefix, ``Q
 tweet link; URL/hashtag/mention counts) wherever a payload leaves them out.
 Curation drops retweets, quotes, ads and brand accounts — the last from profile fields and from
 account-level shares over each user's bronze tweets (``account_stats``).
+
+Reading is total: every value the payload carries is checked for its type as it is copied (ids and
+texts are strings, or numbers taken as their text; counts are integers, or their text; flags are
+booleans, or their text), and a record with one that is not (``"user": "bob"``, ``"retweet_count":
+"many"``, a count beyond 64 bits) is quarantined as ``wrong_type:<field>`` with the value, instead of
+failing the file or the job. A time that cannot be read becomes ``unparseable_time`` in bronze.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from datetime import date, datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import orjson
 import pyarrow as pa
@@ -27,10 +34,11 @@ from pyspark.sql.types import ArrayType, BooleanType, LongType, StringType, Stru
 
 from lewin.schemas import tables as T
 from lewin.schemas.config import AdContentRule, BrandAccountRule
+from lewin.udfs import fs
 from lewin.udfs.bronze import (
     BronzeParams, epoch_millis, finish, hash_id, nonblank, reader_fields, text_checks, time_checks,
 )
-from lewin.udfs.readers import Batcher, ReaderOptions
+from lewin.udfs.readers import Batcher, ReaderOptions, dumps_any, json_fault, loads_lenient
 from lewin.udfs.rules import Check, any_pattern, count_matches, flag, min_chars, num
 from lewin.udfs.sources.base import FileFormats, RuleSpec, SourceSpec, StreamSpec
 
@@ -39,21 +47,129 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # --- reading: API v2 pages, twarc-flattened v2 tweets, API v1.1 tweets ------------------------------
+_ISO = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(?:[Tt ](\d{2}):?(\d{2})(?::?(\d{2}))?(?:[.,](\d+))?)?"
+                  r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2})?)?")
+
+
+def _iso_extended(value: str) -> str:
+    """An ISO 8601 time in the extended form every Python's ``fromisoformat`` reads (3.10's too):
+    basic or extended, 'T'/'t'/space, any fraction (to microseconds), Z or ±hh[:mm]."""
+    m = _ISO.fullmatch(value.strip())
+    if m is None:
+        return value
+    y, mo, d, h, mi, sec, frac, z, sign, zh, zm = m.groups()
+    out = f"{y}-{mo}-{d}"
+    if h is not None:
+        out += f"T{h}:{mi}:{sec or '00'}" + (f".{(frac + '000000')[:6]}" if frac else "")
+    if z or sign:
+        out += "+00:00" if z else f"{sign}{zh}:{zm or '00'}"
+    return out
+
+
 def _twitter_time_ms(value: Any) -> int | None:
-    if not isinstance(value, str):
+    """API v2 (ISO 8601) and v1.1 (``Wed Oct 10 20:19:24 +0000 2018``) times -> epoch ms; None
+    for anything else (bronze: ``unparseable_time``)."""
+    if not isinstance(value, str) or len(value) > 100:
         return None
     for fmt in (None, "%a %b %d %H:%M:%S %z %Y"):
         try:
             if fmt is None:
-                dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                dt = datetime.fromisoformat(_iso_extended(value))
             else:
-                dt = datetime.strptime(value, fmt)
+                dt = datetime.strptime(value.strip(), fmt)
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=timezone.utc)
             return int(dt.timestamp() * 1000)
-        except ValueError:
+        except (ValueError, OverflowError, OSError):
             continue
     return None
+
+
+class _WrongType(Exception):
+    """A value of the wrong type in a tweet: its record is quarantined as ``wrong_type:<field>``."""
+
+    def __init__(self, name: str, value: Any):
+        super().__init__(name)
+        self.name, self.value = name, value
+
+    @property
+    def detail(self) -> str:
+        try:  # as JSON text; NaN as the NaN token (orjson would write null)
+            shown = json.dumps(self.value, ensure_ascii=False, default=repr)
+        except Exception:  # a value JSON cannot show
+            shown = repr(self.value)
+        return f"{self.name}={shown[:80]}"
+
+
+_INT64 = 2**63
+
+
+def _str(name: str, v: Any) -> str | None:
+    """A string value; an id or text written as a number is its text."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float) and math.isfinite(v):
+        return str(int(v)) if v.is_integer() else str(v)
+    raise _WrongType(name, v)
+
+
+def _int(name: str, v: Any) -> int | None:
+    """A count: an integer that fits 64 bits, or its text ("1,204"; "100+", how API v1.1 once capped
+    retweet counts, is its lower bound); NaN (a missing value in pandas exports) and "" are missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, str):
+        t = v.strip().replace(",", "").removesuffix("+")
+        if not t:
+            return None
+        try:
+            v = int(t) if t.lstrip("+-").isdigit() else float(t)
+        except ValueError:
+            raise _WrongType(name, v) from None
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+    if isinstance(v, int) and not isinstance(v, bool) and -_INT64 <= v < _INT64:
+        return v
+    raise _WrongType(name, v)
+
+
+_TRUE, _FALSE = {"true", "t", "1", "yes", "y"}, {"false", "f", "0", "no", "n"}
+
+
+def _bool(name: str, v: Any) -> bool | None:
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str):
+        t = v.strip().lower()
+        if t in _TRUE or t in _FALSE or not t:
+            return (t in _TRUE) if t else None
+    raise _WrongType(name, v)
+
+
+def _obj(name: str, v: Any) -> dict:
+    """A nested object ({} when absent)."""
+    if v is None:
+        return {}
+    if isinstance(v, dict):
+        return v
+    raise _WrongType(name, v)
+
+
+def _list(name: str, v: Any) -> list:
+    if v is None:
+        return []
+    if isinstance(v, list):
+        return v
+    raise _WrongType(name, v)
+
+
+def _time_raw(v: Any) -> str | None:
+    """The time as written, for the quarantine detail."""
+    return v if v is None or isinstance(v, str) else dumps_any(v)
 
 
 _TAG = re.compile(r"<[^>]+>")
@@ -66,85 +182,100 @@ def _count(entities: Any, key: str) -> int:
 
 
 def _canonical_v2(t: dict, user: dict | None, api_format: str) -> dict:
-    refs = t.get("referenced_tweets") or []
+    refs = _list("referenced_tweets", t.get("referenced_tweets"))
     ref_types = {r.get("type") for r in refs if isinstance(r, dict)}
-    pm = t.get("public_metrics") or {}
-    ent = t.get("entities") or {}
-    u = user or {}
-    upm = u.get("public_metrics") or {}
+    pm = _obj("public_metrics", t.get("public_metrics"))
+    ent = _obj("entities", t.get("entities"))
+    u = _obj("author", user)
+    upm = _obj("author.public_metrics", u.get("public_metrics"))
     note = t.get("note_tweet")
     text = note.get("text") if isinstance(note, dict) and note.get("text") else t.get("text")
+    edits = t.get("edit_history_tweet_ids")
     return {
-        "id": t.get("id"),
-        "author_id": t.get("author_id") or u.get("id"),
+        "id": _str("id", t.get("id")),
+        "author_id": _str("author_id", t.get("author_id") or u.get("id")),
         "created_at_ms": _twitter_time_ms(t.get("created_at")),
-        "created_at_raw": t.get("created_at"),
-        "text": text,
-        "lang": t.get("lang"),
+        "created_at_raw": _time_raw(t.get("created_at")),
+        "text": _str("text", text),
+        "lang": _str("lang", t.get("lang")),
         "is_retweet": "retweeted" in ref_types,
         "is_quote": "quoted" in ref_types,
         "is_reply": "replied_to" in ref_types or t.get("in_reply_to_user_id") is not None,
-        "source_app": t.get("source"),
-        "retweet_count": pm.get("retweet_count"),
-        "like_count": pm.get("like_count"),
-        "reply_count": pm.get("reply_count"),
-        "quote_count": pm.get("quote_count"),
+        "source_app": _str("source", t.get("source")),
+        "retweet_count": _int("retweet_count", pm.get("retweet_count")),
+        "like_count": _int("like_count", pm.get("like_count")),
+        "reply_count": _int("reply_count", pm.get("reply_count")),
+        "quote_count": _int("quote_count", pm.get("quote_count")),
         "n_urls": _count(ent, "urls"),
         "n_hashtags": _count(ent, "hashtags") + _count(ent, "cashtags"),
         "n_mentions": _count(ent, "mentions"),
-        "user_name": u.get("username"),
-        "user_display_name": u.get("name"),
-        "user_description": u.get("description"),
-        "user_url": u.get("url"),
-        "user_verified": u.get("verified"),
-        "user_verified_type": u.get("verified_type"),
-        "user_followers": upm.get("followers_count"),
-        "user_following": upm.get("following_count"),
-        "user_tweet_count": upm.get("tweet_count"),
-        "edit_history_ids": t.get("edit_history_tweet_ids"),
+        "user_name": _str("username", u.get("username")),
+        "user_display_name": _str("name", u.get("name")),
+        "user_description": _str("description", u.get("description")),
+        "user_url": _str("url", u.get("url")),
+        "user_verified": _bool("verified", u.get("verified")),
+        "user_verified_type": _str("verified_type", u.get("verified_type")),
+        "user_followers": _int("followers_count", upm.get("followers_count")),
+        "user_following": _int("following_count", upm.get("following_count")),
+        "user_tweet_count": _int("tweet_count", upm.get("tweet_count")),
+        "edit_history_ids": None if edits is None else [_str("edit_history_tweet_ids", e)
+                                                         for e in _list("edit_history_tweet_ids", edits)],
         "api_format": api_format,
     }
 
 
 def _canonical_v1(t: dict) -> dict:
-    u = t.get("user") or {}
-    ext = t.get("extended_tweet") or {}
-    ent = ext.get("entities") or t.get("entities") or {}
+    u = _obj("user", t.get("user"))
+    ext = _obj("extended_tweet", t.get("extended_tweet"))
+    ent = _obj("entities", ext.get("entities") or t.get("entities"))
     src = t.get("source")
     return {
-        "id": t.get("id_str") or (str(t["id"]) if t.get("id") is not None else None),
-        "author_id": u.get("id_str") or (str(u["id"]) if u.get("id") is not None else None),
+        "id": _str("id_str", t.get("id_str")) or _str("id", t.get("id")),
+        "author_id": _str("user.id_str", u.get("id_str")) or _str("user.id", u.get("id")),
         "created_at_ms": _twitter_time_ms(t.get("created_at")),
-        "created_at_raw": t.get("created_at"),
-        "text": ext.get("full_text") or t.get("full_text") or t.get("text"),
-        "lang": t.get("lang"),
+        "created_at_raw": _time_raw(t.get("created_at")),
+        "text": _str("text", ext.get("full_text") or t.get("full_text") or t.get("text")),
+        "lang": _str("lang", t.get("lang")),
         "is_retweet": "retweeted_status" in t,
-        "is_quote": bool(t.get("is_quote_status")) or "quoted_status" in t,
+        "is_quote": bool(_bool("is_quote_status", t.get("is_quote_status"))) or "quoted_status" in t,
         "is_reply": t.get("in_reply_to_status_id") is not None or t.get("in_reply_to_status_id_str") is not None,
         "source_app": _TAG.sub("", src) if isinstance(src, str) else None,
-        "retweet_count": t.get("retweet_count"),
-        "like_count": t.get("favorite_count"),
-        "reply_count": t.get("reply_count"),
-        "quote_count": t.get("quote_count"),
+        "retweet_count": _int("retweet_count", t.get("retweet_count")),
+        "like_count": _int("favorite_count", t.get("favorite_count")),
+        "reply_count": _int("reply_count", t.get("reply_count")),
+        "quote_count": _int("quote_count", t.get("quote_count")),
         "n_urls": _count(ent, "urls"),
         "n_hashtags": _count(ent, "hashtags") + _count(ent, "symbols"),
         "n_mentions": _count(ent, "user_mentions"),
-        "user_name": u.get("screen_name"),
-        "user_display_name": u.get("name"),
-        "user_description": u.get("description"),
-        "user_url": u.get("url"),
-        "user_verified": u.get("verified"),
+        "user_name": _str("user.screen_name", u.get("screen_name")),
+        "user_display_name": _str("user.name", u.get("name")),
+        "user_description": _str("user.description", u.get("description")),
+        "user_url": _str("user.url", u.get("url")),
+        "user_verified": _bool("user.verified", u.get("verified")),
         "user_verified_type": None,
-        "user_followers": u.get("followers_count"),
-        "user_following": u.get("friends_count"),
-        "user_tweet_count": u.get("statuses_count"),
+        "user_followers": _int("user.followers_count", u.get("followers_count")),
+        "user_following": _int("user.friends_count", u.get("friends_count")),
+        "user_tweet_count": _int("user.statuses_count", u.get("statuses_count")),
         "edit_history_ids": None,
         "api_format": "v1.1",
     }
 
 
 def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
+    return dumps_any(obj)
+
+
+def _add_tweet(out: Batcher, line: int, item: int, raw: str, canonical: Callable[[], dict]) -> None:
+    """One tweet's row: its canonical payload, or the quarantine row of the value that has the
+    wrong type. Total: any other fault in one tweet quarantines that tweet (``unparseable_record``)."""
+    try:
+        payload = _dumps(canonical())
+    except _WrongType as bad:
+        out.add(line, raw, error=f"wrong_type:{bad.name}", detail=bad.detail, item=item)
+    except Exception as exc:  # a shape no check above foresaw: this record, not the file
+        out.add(line, raw, error="unparseable_record", detail=f"{type(exc).__name__}: {exc}"[:500], item=item)
+    else:
+        out.add(line, raw, payload=payload, item=item)
 
 
 def _twitter_one(out: Batcher, line: int, item: int, obj: Any, users: dict[str, dict]) -> None:
@@ -153,11 +284,11 @@ def _twitter_one(out: Batcher, line: int, item: int, obj: Any, users: dict[str, 
         out.add(line, _dumps(obj), error="not_a_json_object", item=item)
         return
     if "user" in obj and ("full_text" in obj or "text" in obj or "extended_tweet" in obj):
-        out.add(line, _dumps(obj), payload=_dumps(_canonical_v1(obj)), item=item)
+        _add_tweet(out, line, item, _dumps(obj), lambda: _canonical_v1(obj))
     elif "text" in obj and ("author_id" in obj or "author" in obj):
         author = obj.get("author") if isinstance(obj.get("author"), dict) else users.get(str(obj.get("author_id")))
         fmt = "v2-flat" if "author" in obj else "v2"
-        out.add(line, _dumps(obj), payload=_dumps(_canonical_v2(obj, author, fmt)), item=item)
+        _add_tweet(out, line, item, _dumps(obj), lambda: _canonical_v2(obj, author, fmt))
     elif "delete" in obj or "action" in obj or "scrub_geo" in obj or "status_withheld" in obj:
         out.add(line, _dumps(obj), error="twitter_compliance_event",
                 detail="compliance/delete notice, not a tweet", item=item)
@@ -173,11 +304,19 @@ def expand(out: Batcher, line: int, text: str, item_base: int = 0, raw: str | No
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        out.add(line, text, error="malformed_json", detail=str(exc), item=item_base)
-        return
+        fault = json_fault(text)  # glued pages, trailing garbage, 1e400: their own reasons
+        if fault is not None:
+            out.add(line, text, error=fault[0], detail=fault[1], item=item_base)
+            return
+        try:
+            obj = loads_lenient(text)  # what Spark's parser reads too (NaN, integers beyond 64 bits)
+        except ValueError:
+            out.add(line, text, error="malformed_json", detail=str(exc), item=item_base)
+            return
     if isinstance(obj, dict) and "data" in obj:
         includes = obj.get("includes") if isinstance(obj.get("includes"), dict) else {}
-        users = {str(u.get("id")): u for u in includes.get("users", []) if isinstance(u, dict)}
+        listed = includes.get("users")
+        users = {str(u.get("id")): u for u in (listed if isinstance(listed, list) else []) if isinstance(u, dict)}
         data = obj["data"]
         tweets = data if isinstance(data, list) else [data]
         for i, t in enumerate(tweets):
@@ -210,18 +349,20 @@ _PROFILE_HINTS = {"description", "bio", "followers", "followers_count", "verifie
 _USERS: dict[tuple, tuple[pa.Array, pa.Table]] = {}  # one users table per worker process
 
 
-def _users_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*.parquet") if p.is_file() and not p.name.startswith("."))
+def _users_files(path: str) -> list[tuple[str, int, int]]:
+    """(location, size, mtime_ns) of a users table's Parquet files (a file, or a folder of them)."""
+    return [f for f in fs.find(path) if f[0].endswith(".parquet") and not fs.name(f[0]).startswith(".")]
 
 
-def _is_users_table(path: Path) -> bool:
+def _is_users_table(path: str) -> bool:
     import pyarrow.parquet as pq
 
-    files = _users_files(path) if path.exists() else []
     try:
-        names = set(pq.read_schema(files[0]).names) if files else set()
+        files = _users_files(path) if fs.exists(path) else []
+        if not files:
+            return False
+        with fs.open(files[0][0]) as f:
+            names = set(pq.read_schema(f).names)
     except Exception:  # not Parquet, unreadable: not a users table
         return False
     return bool(names & set(_PROFILE_KEYS)) and "tweet" not in names
@@ -233,22 +374,23 @@ def users_table_path(tweets_file: str, configured: str | None = None) -> str | N
     with ``tweets`` replaced by ``users`` (``twitter100m_tweets/`` -> ``twitter100m_users/``), or
     a ``users/`` folder — looking from the file's folder up to three levels. None: no profiles."""
     if configured:
-        if not Path(configured).exists():
+        if not fs.exists(configured):
             raise FileNotFoundError(f"twitter users table {configured} does not exist")
         return configured
-    f = Path(tweets_file)
-    candidates: list[Path] = []
-    for p in [f, *list(f.parents)[:3]]:
-        if p.parent == p:
-            break
+    f = fs.location(tweets_file)
+    chain = [f]
+    while len(chain) < 4 and fs.parent(chain[-1]) != chain[-1]:
+        chain.append(fs.parent(chain[-1]))
+    candidates: list[str] = []
+    for p in chain:
         for a, b in (("tweets", "users"), ("Tweets", "Users"), ("TWEETS", "USERS")):
-            if a in p.name:
-                candidates.append(p.with_name(p.name.replace(a, b)))
+            if a in fs.name(p):
+                candidates.append(fs.with_name(p, fs.name(p).replace(a, b)))
         if p != f:
-            candidates.append(p / "users")
+            candidates.append(fs.join(p, "users"))
     for c in candidates:
-        if c.exists() and c.resolve() != f.resolve() and _is_users_table(c):
-            return str(c)
+        if c != f and _is_users_table(c):
+            return c
     return None
 
 
@@ -267,13 +409,13 @@ def load_users(path: str) -> tuple[pa.Array, pa.Table]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = _users_files(Path(path))
-    sig = (path, tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    files = _users_files(path)
+    sig = (path, tuple(files))
     if sig in _USERS:
         return _USERS[sig]
     parts = []
-    for f in files:
-        pf = pq.ParquetFile(f)
+    for f, _, _ in files:
+        pf = pq.ParquetFile(fs.open(f))
         names = pf.schema_arrow.names
         key = next((k for k in _PROFILE_KEYS if k in names), None)
         if key is None:
@@ -325,7 +467,10 @@ def _time_ms(value: Any) -> int | None:
     if isinstance(value, date):
         return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp() * 1000)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value * 1000) if abs(value) < 10**11 else int(value)
+        if not math.isfinite(value):
+            return None
+        ms = int(value * 1000) if abs(value) < 10**11 else int(value)
+        return ms if -_INT64 <= ms < _INT64 else None
     return _twitter_time_ms(value)
 
 
@@ -334,20 +479,28 @@ def _canonical_twitter100m(rec: dict, profile: dict) -> dict:
     left out: bronze derives them from the text."""
     d = rec.get("date")
     out = {
-        "id": str(rec["id"]) if rec.get("id") is not None else None,
-        "author_id": rec.get("user"),
+        "id": _str("id", rec.get("id")),
+        "author_id": _str("user", rec.get("user")),
         "created_at_ms": _time_ms(d),
         "created_at_raw": d.isoformat() if isinstance(d, (datetime, date)) else (str(d) if d is not None else None),
-        "text": rec.get("tweet"),
-        "retweet_count": rec.get("retweets"),
-        "like_count": rec.get("likes"),
-        "reply_count": rec.get("replies"),
-        "quote_count": rec.get("quotes"),
-        "user_name": rec.get("user"),
+        "text": _str("tweet", rec.get("tweet")),
+        "retweet_count": _int("retweets", rec.get("retweets")),
+        "like_count": _int("likes", rec.get("likes")),
+        "reply_count": _int("replies", rec.get("replies")),
+        "quote_count": _int("quotes", rec.get("quotes")),
+        "user_name": _str("user", rec.get("user")),
         "api_format": "twitter100m",
         **profile,
     }
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _row_text(rec: dict) -> str:
+    """A Parquet row as JSON text (values JSON has no type for as their text)."""
+    try:
+        return orjson.dumps(rec, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits, keys that are not strings
+        return dumps_any({str(k): v for k, v in rec.items()}) if isinstance(rec, dict) else str(rec)
 
 
 def _frame_twitter100m(path: str, opts: ReaderOptions, pf: pq.ParquetFile, out: Batcher) -> Iterator[pa.RecordBatch]:
@@ -358,8 +511,8 @@ def _frame_twitter100m(path: str, opts: ReaderOptions, pf: pq.ParquetFile, out: 
         prof = _profiles(users, batch.column("user"))
         for i, rec in enumerate(batch.to_pylist()):
             row_no += 1
-            out.add(row_no, orjson.dumps(rec, default=str).decode(),
-                    payload=_dumps(_canonical_twitter100m(rec, {c: v[i] for c, v in prof.items()})))
+            _add_tweet(out, row_no, 0, _row_text(rec),
+                       lambda: _canonical_twitter100m(rec, {c: v[i] for c, v in prof.items()}))
         yield from out.flush()
 
 
@@ -440,7 +593,7 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
         g("source_app").alias("source_app"),
     ] + [g(n).alias(n) for n in (
         "retweet_count", "like_count", "reply_count", "quote_count",
-    )] + [F.coalesce(g(n), derived[n]).cast("int").alias(n) for n in ("n_urls", "n_hashtags", "n_mentions")] + [
+    )] + [F.coalesce(g(n), derived[n]).try_cast("int").alias(n) for n in ("n_urls", "n_hashtags", "n_mentions")] + [
         g(n).alias(n) for n in (
             "user_name", "user_display_name", "user_description", "user_url", "user_verified",
             "user_verified_type", "user_followers", "user_following", "user_tweet_count", "edit_history_ids",
@@ -453,7 +606,7 @@ def normalize(df: DataFrame, p: BronzeParams) -> DataFrame:
     out = out.withColumn("record_id", rid).withColumn("source", F.lit("twitter"))
     checks = (
         [(c("user_id").isNull(), "missing_user", None)]
-        + time_checks(g("created_at_raw"), c("event_ts"), p)
+        + time_checks(g("created_at_raw"), c("event_ts"), p, "created_at")
         + [(c("text").isNull(), "missing_text", None)]
         + text_checks(c("text"), p)
     )
