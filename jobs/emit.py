@@ -14,12 +14,14 @@ byte-identical files (rows ordered by sample_id, fixed schemas, no timestamps in
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import math
 import shutil
 import statistics
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -38,7 +40,7 @@ from lewin.jobs.tables import TableStore
 from lewin.schemas import shards as S
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
-from lewin.udfs import mcq
+from lewin.udfs import fs, mcq
 from lewin.udfs import training_tasks as tasks
 
 log = logging.getLogger(__name__)
@@ -59,19 +61,27 @@ class EmitResult:
     counts: dict = field(default_factory=dict)  # split -> task -> source -> n
     mcq: dict = field(default_factory=dict)  # task -> questions
     mcq_dropped: int = 0
+    mcq_dropped_by_task: dict = field(default_factory=dict)  # task -> questions without enough distinct options
+    distractors_out_of_budget: dict = field(default_factory=dict)  # task -> engine replies outside the word budget
+    distractor_plan: list = field(default_factory=list)  # per slot: engine, model, round, seed
     distractor_calls: int = 0
-    out_dir: Path | None = None
+    out_dir: str | None = None
 
     def funnel(self) -> Funnel:
         # in = candidate samples; kept = in the shards; rejected = left out by the per-task balance
         return Funnel(stage="emit", source="all", records_in=self.candidates, kept=self.kept,
                       rejected=self.candidates - self.kept,
                       detail={"counts": self.counts, "mcq": self.mcq, "mcq_dropped": self.mcq_dropped,
+                              "mcq_dropped_by_task": self.mcq_dropped_by_task,
+                              "distractors_out_of_budget": self.distractors_out_of_budget,
+                              "distractor_plan": self.distractor_plan,
                               "distractor_calls": self.distractor_calls, "out_dir": str(self.out_dir)})
 
 
-def out_dir(cfg: LewinConfig) -> Path:
-    return Path(cfg.emit.out_dir) if cfg.emit.out_dir else Path(cfg.storage.root) / "shards"
+def out_dir(cfg: LewinConfig) -> str:
+    """Where the shard files go: ``emit.out_dir``, else ``<storage.root>/shards`` (any location
+    ``lewin.udfs.fs`` writes)."""
+    return fs.location(cfg.emit.out_dir) if cfg.emit.out_dir else fs.join(cfg.storage.root_location, "shards")
 
 
 def _gold(store: TableStore, artifact: str) -> DataFrame:
@@ -155,6 +165,71 @@ def _write_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema: Stru
 
 
 # --- MCQ ----------------------------------------------------------------------------------------------
+def slot_config(cfg: LewinConfig, engine, seed: int, max_tokens: int | None = None) -> LewinConfig:
+    """``cfg`` with ``engine`` as the writer, sampling at ``seed`` and (when given) the distractor
+    reply budget: what one distractor slot's calls run with (its ledger rows are its own: the
+    ledger key holds the model and the sampling)."""
+    llm = cfg.llm.model_copy(update={
+        "engine": engine, "sampling": cfg.llm.sampling.model_copy(update={"seed": seed}),
+        "max_tokens": {**cfg.llm.max_tokens, **({"distractor": max_tokens} if max_tokens else {})}})
+    return cfg.model_copy(update={"llm": llm})
+
+
+def distractor_budgets(cfg: LewinConfig) -> dict[str, tuple[int, int]]:
+    return {**mcq.word_budgets(cfg.llm.profile_min_words, cfg.llm.profile_max_words), **cfg.emit.distractor_word_budgets}
+
+
+def distractor_slots(cfg: LewinConfig) -> list[dict]:
+    """One entry per distractor slot (mcq_options - 1): its engine (``emit.distractor_engines``,
+    else ``llm.engine``), the round (> 0: the engine list started over) and the seed."""
+    engines = cfg.emit.distractor_engines or [cfg.llm.engine]
+    plan = mcq.slot_plan(len(engines), cfg.emit.mcq_options - 1, cfg.llm.sampling.seed)
+    repeats = len(engines) < cfg.emit.mcq_options - 1
+    return [{"slot": k, "engine_index": e, "kind": engines[e].kind, "model": engines[e].model, "round": r, "seed": seed,
+             "origin": f"engine:{engines[e].model}" + (f"#{r}" if repeats else ""), "engine": engines[e]}
+            for k, (e, r, seed) in enumerate(plan)]
+
+
+def _distractor_answers(ctx: RunContext, questions: list[dict], result: EmitResult) -> dict[str, list[tuple[str, str]]]:
+    """Per question, the in-budget distractors of every slot, in slot order: (text, origin). Each
+    slot's prompts go through the LLM ledger with the slot's engine and seed (resumable; a rerun
+    sends nothing)."""
+    from lewin.schemas.llm import _text_tokens
+
+    cfg, store = ctx.cfg, ctx.store
+    budgets = distractor_budgets(cfg)
+    tasks_here = sorted({q["task"] for q in questions})
+    # one reply budget for every task of a slot: the longest task's words, as tokens
+    max_words = max(budgets.get(t, (1, 100))[1] for t in tasks_here)
+    slots = distractor_slots(cfg)
+    result.distractor_plan = [{k: v for k, v in s.items() if k != "engine"} for s in slots]
+    found: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    out_of_budget: Counter = Counter()
+    by_id = {q["sample_id"]: q for q in questions}
+    for s in slots:
+        rows = []
+        for q in questions:
+            budget = budgets.get(q["task"], (1, 100))
+            rows.append((f"{q['sample_id']}#{s['slot']}", q["user_id"], q["source"],
+                         json.dumps({"system": q["messages"][0]["content"], "request": q["public_prompt"],
+                                     "length": mcq.length_phrase(budget), "task": q["task"]})))
+        slot_ctx = copy.copy(ctx)  # the same run, scratch tables and ledger; the slot's engine and seed
+        slot_ctx.cfg = slot_config(cfg, s["engine"], s["seed"], _text_tokens(words=max_words))
+        inputs = ctx.materialize("distractor_inputs", store.spark.createDataFrame(rows, _DISTRACTOR_INPUT))
+        sent, replies = llm_job.generate(slot_ctx, "distractor", inputs)
+        result.distractor_calls += sent.sent
+        for r in replies.collect():
+            sid, _ = r["input_id"].rsplit("#", 1)
+            text = json.loads(r["output"])["text"]
+            task = by_id[sid]["task"]
+            if not mcq.in_budget(text, budgets.get(task)):
+                out_of_budget[task] += 1
+                continue
+            found[sid].append((s["slot"], text, s["origin"]))
+    result.distractors_out_of_budget = dict(sorted(out_of_budget.items()))
+    return {sid: [(t, o) for _, t, o in sorted(v)] for sid, v in found.items()}
+
+
 def build_mcq(ctx: RunContext, result: EmitResult) -> list[dict]:
     store, cfg = ctx.store, ctx.cfg
     ec = cfg.emit
@@ -164,32 +239,19 @@ def build_mcq(ctx: RunContext, result: EmitResult) -> list[dict]:
     rank = F.row_number().over(Window.partitionBy("task").orderBy(F.sha2(F.concat_ws(":", F.lit(ec.seed), "sample_id"), 256)))
     picked = [r.asDict(recursive=True) for r in test.withColumn("_r", rank).where(F.col("_r") <= cap).drop("_r").collect()]
     questions = [q for q in picked if q["task"] != "item_selection"]
-    # distractors: n_options - 1 engine answers per question, through the ledger (resumable)
-    engine_answers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    # distractors: one per slot (engine x round), through the ledger
+    engine_answers: dict[str, list[tuple[str, str]]] = {}
     if cfg.llm.enabled and questions:
-        rows = []
-        for q in questions:
-            for k in range(ec.mcq_options - 1):
-                writer = mcq.DISTRACTOR_WRITERS[k % len(mcq.DISTRACTOR_WRITERS)]
-                rows.append((f"{q['sample_id']}#{k}", q["user_id"], q["source"],
-                             json.dumps({"request": q["public_prompt"], "angle": writer, "task": q["task"]})))
-        inputs = ctx.materialize("distractor_inputs", store.spark.createDataFrame(rows, _DISTRACTOR_INPUT))
-        sent, replies = llm_job.generate(ctx, "distractor", inputs)
-        result.distractor_calls = sent.sent
-        done = replies.collect()
-        for r in sorted(done, key=lambda r: r["input_id"]):
-            sid, k = r["input_id"].rsplit("#", 1)
-            engine_answers[sid].append((int(k), json.loads(r["output"])["text"], f"engine:{r['model']}"))
-        for sid in engine_answers:
-            engine_answers[sid] = [(t, o) for _, t, o in sorted(engine_answers[sid])]
-    # fallback: other users' real answers to the same task
-    tasks_needed = sorted({q["task"] for q in questions})
+        engine_answers = _distractor_answers(ctx, questions, result)
+    # opt-in fallback: other users' real answers to the same task
     pool: dict[str, list[tuple[str, str]]] = {}
-    for t in tasks_needed:
-        rows = samples.where(F.col("task") == t).select("user_id", F.element_at("messages", -1)["content"].alias("a")).orderBy(
-            F.sha2(F.concat_ws(":", F.lit(ec.seed), "user_id", "a"), 256)).limit(500).collect()
-        pool[t] = [(r["user_id"], r["a"]) for r in rows]
+    if ec.distractor_fill_other_users:
+        for t in sorted({q["task"] for q in questions}):
+            rows = samples.where(F.col("task") == t).select("user_id", F.element_at("messages", -1)["content"].alias("a")).orderBy(
+                F.sha2(F.concat_ws(":", F.lit(ec.seed), "user_id", "a"), 256)).limit(500).collect()
+            pool[t] = [(r["user_id"], r["a"]) for r in rows]
     items: list[dict] = []
+    dropped: Counter = Counter()
     by_task: dict[str, list[dict]] = defaultdict(list)
     for q in picked:
         by_task[q["task"]].append(q)
@@ -203,10 +265,10 @@ def build_mcq(ctx: RunContext, result: EmitResult) -> list[dict]:
                 user, options = mcq.move_item_answer(q["prompt_head"], q["candidates"], q["answer_index"], to)
                 origins = ["real" if i == to else "pool" for i in range(len(options))]
             else:
-                fallback = [(a, "other_user") for u, a in pool[task] if u != q["user_id"]]
+                fallback = [(a, "other_user") for u, a in pool.get(task, []) if u != q["user_id"]]
                 chosen = mcq.choose_options(answer, engine_answers.get(q["sample_id"], []), fallback, n_opt, to)
                 if chosen is None:
-                    result.mcq_dropped += 1
+                    dropped[task] += 1
                     continue
                 options, origins = chosen
             items.append({"mcq_id": q["sample_id"], "task": task, "source": q["source"], "user_id": q["user_id"],
@@ -214,6 +276,8 @@ def build_mcq(ctx: RunContext, result: EmitResult) -> list[dict]:
                           "options": options, "answer_index": to, "origins": origins})
     for it in items:
         S.McqRecord.model_validate(it)
+    result.mcq_dropped = sum(dropped.values())
+    result.mcq_dropped_by_task = dict(sorted(dropped.items()))
     result.mcq = dict(Counter(it["task"] for it in items))
     return items
 
@@ -278,9 +342,31 @@ def _code_version() -> str:
     return f"{v}+{h.hexdigest()[:12]}"
 
 
-def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: EmitResult) -> Path:
+def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: EmitResult) -> str:
     final = out_dir(cfg)
-    tmp = final.with_name(final.name + ".tmp")
+    # built in a local folder (beside the output when it is local, so the swap is a rename)
+    staging = Path(final + ".tmp") if fs.scheme(final) is None else Path(tempfile.mkdtemp(prefix="lewin-emit-"))
+    _write_tree(store, cfg, items, result, staging)
+    if staging.parent == Path(final).parent:
+        old = Path(final + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if Path(final).exists():
+            Path(final).rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        # an object store has no rename: replace the folder, the manifest last so that a reader who
+        # finds a manifest finds every file it lists
+        fs.rm(final)
+        manifest = (staging / "manifest.json").read_bytes()
+        (staging / "manifest.json").unlink()
+        fs.put_tree(str(staging), final)
+        fs.write_bytes(fs.join(final, "manifest.json"), manifest)
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _write_tree(store: TableStore, cfg: LewinConfig, items: list[dict], result: EmitResult, tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     files = []
@@ -324,16 +410,10 @@ def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: 
         "candidates_before_balance": result.candidates,
         "mcq": mcq_stats,
         "mcq_dropped_too_few_options": result.mcq_dropped,
+        "distractor_plan": result.distractor_plan,  # which engine, round and seed filled each option slot
         "files": files,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 # --- the job -------------------------------------------------------------------------------------------

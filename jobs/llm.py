@@ -109,7 +109,9 @@ def missing_engine_packages(cfg: LewinConfig) -> list[str]:
     import importlib.util
 
     out = []
-    for key, e in (("llm.engine", cfg.llm.engine), ("llm.judge_engine", cfg.llm.judge_engine)):
+    engines = [("llm.engine", cfg.llm.engine), ("llm.judge_engine", cfg.llm.judge_engine)]
+    engines += [(f"emit.distractor_engines[{i}]", e) for i, e in enumerate(cfg.emit.distractor_engines)]
+    for key, e in engines:
         need = _ENGINE_PACKAGES.get(e.kind) if e is not None else None
         if need and importlib.util.find_spec(need[0]) is None:
             out.append(f"{key}.kind={e.kind} needs the {need[0]} package: pip install 'lewin[{need[1]}]' "

@@ -640,6 +640,20 @@ class EmitConfig(_Strict):
     """The other tasks are 8-way: the real answer + 7 distractors."""
     mcq_max_per_task: int = Field(1000, ge=1)
     """Questions per task in the MCQ sets; each costs mcq_options - 1 distractor generations."""
+    distractor_engines: list[LlmEngineConfig] = Field(default_factory=list)
+    """The engines that write the MCQ distractors, one option each (paper: GPT-4o, Llama-3.1-8B/70B,
+    Qwen2.5-7B/72B, Phi-4, Qwen3-8B), each answering the request the trained model sees without
+    the user's own behaviour, within the task's length budget. Empty: ``llm.engine``. With fewer
+    engines than mcq_options - 1 the list repeats, each round with the next seed
+    (llm.sampling.seed + round), and those options' origin is ``engine:<model>#<round>``."""
+    distractor_fill_other_users: bool = False
+    """Fill a question short of distinct in-budget distractors with other users' real answers to
+    the same task (origin ``other_user``). Off (default): such a question is dropped and counted
+    (manifest ``mcq_dropped_too_few_options``)."""
+    distractor_word_budgets: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    """Per task (min, max) words of a distractor, overriding the defaults (lewin.udfs.mcq.word_budgets:
+    profiles llm.profile_min_words-llm.profile_max_words, scenario plots 10-200, QA answers
+    <= 100, posts <= 300, comments <= 150). A distractor outside its budget is not used."""
     shard_max_records: int = Field(20_000, ge=1)
     """Shards hold at most this many samples (hash-bucketed, so typically ~90% of it)."""
 
@@ -650,6 +664,11 @@ class EmitConfig(_Strict):
             raise ValueError(f"task_weights: unknown task(s) {bad}; tasks are {list(EMIT_TASKS)}")
         if any(w <= 0 for w in self.task_weights.values()):
             raise ValueError("task_weights: weights must be > 0")
+        bad = sorted(set(self.distractor_word_budgets) - set(EMIT_TASKS))
+        if bad:
+            raise ValueError(f"distractor_word_budgets: unknown task(s) {bad}; tasks are {list(EMIT_TASKS)}")
+        if any(not 0 <= lo <= hi for lo, hi in self.distractor_word_budgets.values()):
+            raise ValueError("distractor_word_budgets: each budget is (min, max) words with 0 <= min <= max")
         return self
 
 

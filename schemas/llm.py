@@ -97,7 +97,7 @@ class SocialQA(_Out):
 class Distractor(_Out):
     """A wrong-but-plausible MCQ option, written without seeing the user's own behaviour."""
 
-    text: str = Field(min_length=1, max_length=2500)
+    text: str = Field(min_length=1, max_length=3500)  # a profile distractor runs to 400 words, as Profile
 
 
 METRICS = ("hallucination", "coverage", "conciseness", "relevance", "fidelity", "novelty", "leakage", "overall")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -109,15 +110,20 @@ def seed_fixture(store: TableStore, spark) -> None:
     store.overwrite("silver_items", spark.createDataFrame(items, T.SILVER_ITEMS))
 
 
+DISTRACTOR_MODELS = ("scripted-a", "scripted-b", "scripted-c")  # 3 engines for 7 slots: rounds 0, 1, 2
+
+
 class _DistractorDouble:
-    """Writes distractors from the request alone; the first writer always says the same thing
-    (which is also one user's real answer), the second fails on every writing request."""
+    """One scripted distractor engine: answers from the request alone, with as many words as the
+    prompt's length budget asks for (its lower bound + 2), naming its model and seed. ``scripted-b``
+    fails on every writing-imitation request, ``scripted-c`` answers social QA far over budget in
+    its second round, so those questions lack distinct options and are dropped."""
 
     name = "scripted"
-    model = "scripted"
     context_tokens = 4096
 
-    def __init__(self):
+    def __init__(self, model):
+        self.model = model
         self.calls = 0
         self.requests = []
 
@@ -125,28 +131,47 @@ class _DistractorDouble:
         return sum(len(m["content"]) for m in messages) // 4
 
     def generate(self, requests, sampling):
+        import re
+
         self.calls += len(requests)
         out = []
         for r in requests:
-            self.requests.append(r.messages)
-            system, user = r.messages[0]["content"], r.messages[1]["content"]
-            if mcq.DISTRACTOR_WRITERS[0] in system:
-                out.append(Response(r.key, json.dumps({"text": "Lovely boats!"}), 5, 5, 1))
-            elif mcq.DISTRACTOR_WRITERS[1] in system and "Write a new post" in user:
+            self.requests.append((self.model, r.sampling.seed, r.messages))
+            user = r.messages[1]["content"]
+            m = re.search(r"Reply in (?:at most (\d+)|(\d+)-(\d+)) words", user)
+            words = int(m.group(2)) + 2 if m.group(2) else 3
+            if self.model == "scripted-b" and "Write a new post" in user:
                 out.append(Response(r.key, error="engine error: simulated"))
-            else:
-                out.append(Response(r.key, json.dumps({"text": f"{system[9:30]} on: {user[:60]}"}), 5, 5, 1))
+                continue
+            if self.model == "scripted-c" and r.sampling.seed == 1 and "Question (" in user:
+                words = 150
+            text = " ".join([f"{self.model}-s{r.sampling.seed}"] + [f"w{i}" for i in range(words - 1)])
+            out.append(Response(r.key, json.dumps({"text": text}), 5, 5, 1))
         return out
 
 
-def _emit_fixture(tmp, engine):
+class _Doubles:
+    def __init__(self, doubles):
+        self.by_model = {d.model: d for d in doubles}
+
+    @property
+    def calls(self):
+        return sum(d.calls for d in self.by_model.values())
+
+    @property
+    def requests(self):
+        return [x for d in self.by_model.values() for x in d.requests]
+
+
+def _emit_fixture(tmp, engine, **emit_overrides):
     """The seeded tables and one emit over them, in a store and database of their own."""
     import uuid
 
-    from lewin.schemas.config import LewinConfig, StorageConfig
+    from lewin.jobs.emit import slot_config
+    from lewin.schemas.config import LewinConfig, LlmEngineConfig, StorageConfig
 
     cfg = LewinConfig(storage=StorageConfig(root=tmp / "tables", database=f"t_{uuid.uuid4().hex[:10]}"))
-    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the double is visible
+    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)  # one process: the doubles are visible
     store = TableStore(inline, cfg.storage)
     seed_fixture(store, engine.spark)
     cfg.llm.engine.model = "scripted"
@@ -156,10 +181,14 @@ def _emit_fixture(tmp, engine):
     cfg.emit.max_per_task = 10_000
     cfg.emit.mcq_max_per_task = 4
     cfg.emit.out_dir = tmp / "shards"
-    double = _DistractorDouble()
-    register_backend(backend_spec(cfg), double)
+    cfg.emit.distractor_engines = [LlmEngineConfig(model=m) for m in DISTRACTOR_MODELS]
+    for k, v in emit_overrides.items():
+        setattr(cfg.emit, k, v)
+    doubles = _Doubles([_DistractorDouble(m) for m in DISTRACTOR_MODELS])
+    for e in cfg.emit.distractor_engines:
+        register_backend(backend_spec(slot_config(cfg, e, 0)), doubles.by_model[e.model])
     result = emit(store, cfg)
-    return store, cfg, result, double
+    return store, cfg, result, doubles
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +204,7 @@ def emitted_private(tmp_path, engine):
 
 
 def _files(root):
+    root = Path(root)
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
@@ -213,7 +243,7 @@ def test_every_task_is_built_with_the_expected_counts(emitted):
 
 def test_split_is_by_user_and_files_are_loadable(emitted):
     store, cfg, r, _ = emitted
-    root = r.out_dir
+    root = Path(r.out_dir)
     users = {s: {(x["source"], x["user_id"]) for x in store.read("shard_samples").where(F.col("split") == s).collect()}
              for s in ("train", "test")}
     assert users["train"] and users["test"] and not users["train"] & users["test"]
@@ -248,9 +278,13 @@ def test_same_input_and_seed_give_byte_identical_files_and_a_rerun_changes_no_ta
     assert _files(r.out_dir) != first, "another seed, another split and sample"
 
 
+def _mcq_items(r):
+    return [json.loads(line) for p in sorted((Path(r.out_dir) / "mcq").glob("*.jsonl")) for line in p.read_text().splitlines()]
+
+
 def test_mcq_items_options_positions_and_distractors(emitted):
     store, cfg, r, double = emitted
-    items = [json.loads(line) for p in sorted((r.out_dir / "mcq").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    items = _mcq_items(r)
     by_task = Counter(i["task"] for i in items)
     assert by_task["item_selection"] >= 1 and len(by_task) >= 3
     real_answers = {(x["task"], x["sample_id"]): x["messages"][2]["content"] for x in store.read("shard_samples").collect()}
@@ -263,18 +297,73 @@ def test_mcq_items_options_positions_and_distractors(emitted):
         if it["task"] == "item_selection":
             numbered = it["messages"][1]["content"].split(mcq.CANDIDATES_HEADER)[1]
             assert f"{it['answer_index'] + 1}. {it['options'][it['answer_index']]}" in numbered
-        else:
-            assert "engine:scripted" in it["origins"]
     for task in by_task:
         pos = Counter(i["answer_index"] for i in items if i["task"] == task)
         per_position = [pos.get(k, 0) for k in range(20 if task == "item_selection" else 8)]
         assert max(per_position) - min(per_position) <= 1, (task, per_position)
-    # failed distractors were replaced by other users' real answers
-    assert any("other_user" in it["origins"] for it in items if it["task"] == "writing_imitation")
     # distractor prompts never carry the user's own history, persona or style
-    for messages in double.requests:
+    for _, _, messages in double.requests:
         text = messages[1]["content"]
         assert "earlier posts" not in text and "About the person" not in text and "writing style" not in text
+
+
+def test_an_8_way_item_gets_one_option_per_engine_slot_within_the_task_budget(emitted):
+    """7 slots over 3 configured engines: a, b, c, a#1, b#1, c#1, a#2 — each a different engine
+    or seed, each answering the task's own request (its system prompt + public_prompt) with the
+    task's length budget, and each option within that budget."""
+    from lewin.jobs.emit import distractor_budgets
+
+    store, cfg, r, double = emitted
+    slots = [(s["model"], s["round"], s["seed"], s["origin"]) for s in r.distractor_plan]
+    assert slots == [("scripted-a", 0, 0, "engine:scripted-a#0"), ("scripted-b", 0, 0, "engine:scripted-b#0"),
+                     ("scripted-c", 0, 0, "engine:scripted-c#0"), ("scripted-a", 1, 1, "engine:scripted-a#1"),
+                     ("scripted-b", 1, 1, "engine:scripted-b#1"), ("scripted-c", 1, 1, "engine:scripted-c#1"),
+                     ("scripted-a", 2, 2, "engine:scripted-a#2")]
+    budgets = distractor_budgets(cfg)
+    assert budgets["profile_generation"] == (cfg.llm.profile_min_words, cfg.llm.profile_max_words) == (100, 400)
+    eight_way = [it for it in _mcq_items(r) if it["task"] != "item_selection"]
+    assert {it["task"] for it in eight_way} >= {"profile_generation", "scenario_generation"}
+    expected_origins = {o for *_, o in slots}
+    for it in eight_way:
+        others = [(o, t) for o, t in zip(it["origins"], it["options"]) if o != "real"]
+        assert {o for o, _ in others} == expected_origins, it["origins"]  # one option from every slot
+        lo, hi = budgets[it["task"]]
+        for origin, text in others:
+            model, seed = text.split()[0].rsplit("-s", 1)
+            assert origin.startswith(f"engine:{model}#") and lo <= len(text.split()) <= hi
+    profile = next(it for it in eight_way if it["task"] == "profile_generation")
+    assert all(len(t.split()) >= 100 for t, o in zip(profile["options"], profile["origins"]) if o != "real")
+    # the request each engine answered: the task's system prompt and its public prompt, with the budget
+    samples = {x["sample_id"]: x for x in store.read("shard_samples").collect()}
+    asked = [(m, seed, msgs) for m, seed, msgs in double.requests if msgs[1]["content"].startswith("Write a person's profile")]
+    assert {(m, seed) for m, seed, _ in asked} >= {(m, s) for m, _, s, _ in slots}
+    system = samples[profile["mcq_id"]]["messages"][0]["content"]
+    assert all(msgs[0]["content"].startswith(system) and "Reply in 100-400 words" in msgs[1]["content"]
+               for _, _, msgs in asked)
+
+
+def test_a_question_without_enough_distinct_options_is_dropped_not_filled(emitted):
+    store, cfg, r, double = emitted
+    items = _mcq_items(r)
+    # writing imitation: scripted-b failed its 2 slots -> 5 options; social QA: scripted-c#1 was over budget -> 6
+    assert not any(it["task"] in ("writing_imitation", "social_qa") for it in items)
+    assert not any("other_user" in it["origins"] for it in items)
+    assert r.mcq_dropped_by_task["writing_imitation"] >= 1 and r.mcq_dropped_by_task["social_qa"] >= 1
+    assert r.mcq_dropped == sum(r.mcq_dropped_by_task.values())
+    assert r.distractors_out_of_budget == {"social_qa": r.mcq_dropped_by_task["social_qa"]}
+    manifest = json.loads((Path(r.out_dir) / "manifest.json").read_text())
+    assert manifest["mcq_dropped_too_few_options"] == r.mcq_dropped
+    assert manifest["config"]["distractor_fill_other_users"] is False
+    assert [e["model"] for e in manifest["config"]["distractor_engines"]] == list(DISTRACTOR_MODELS)
+    assert "engine:scripted-a#2" in manifest["mcq"]["profile_generation"]["origins"]  # the repeats are named
+
+
+def test_filling_with_other_users_answers_is_an_opt_in(tmp_path, engine):
+    store, cfg, r, _ = _emit_fixture(tmp_path, engine, distractor_fill_other_users=True)
+    items = _mcq_items(r)
+    filled = [it for it in items if it["task"] == "writing_imitation"]
+    assert filled and all("other_user" in it["origins"] for it in filled)
+    assert r.mcq_dropped_by_task.get("writing_imitation", 0) == 0
 
 
 def test_balance_gives_tasks_equal_budgets_split_over_sources():
@@ -302,3 +391,6 @@ def test_mcq_helpers():
                                        [("Maybe.", "other_user"), ("Later.", "other_user")], 3, 2)
     assert opts == ["No.", "Maybe.", "Yes."] and origins == ["engine:m", "other_user", "real"]
     assert mcq.choose_options("Yes.", [("No.", "e")], [], 3, 0) is None
+    assert mcq.slot_plan(3, 7, 10) == [(0, 0, 10), (1, 0, 10), (2, 0, 10), (0, 1, 11), (1, 1, 11), (2, 1, 11), (0, 2, 12)]
+    assert mcq.length_phrase((100, 400)) == "100-400 words" and mcq.length_phrase((1, 100)) == "at most 100 words"
+    assert mcq.in_budget("a b c", (1, 3)) and not mcq.in_budget("a b c d", (1, 3)) and not mcq.in_budget("a", (2, 3))

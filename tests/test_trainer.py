@@ -480,8 +480,24 @@ def test_cpu_proof_on_the_emitted_sample_shards(sample_run, base_dir, tmp_path, 
     assert losses[-1] < losses[0], losses  # every step sees the whole (same) batch
     in_domain = {k: v for k, v in report.items() if k.startswith("lewin/")}
     assert in_domain and {k.split("/")[1] for k in in_domain} <= set(manifest["mcq"])
+    # the paper's tables (issue 15): per task, per MotiveBench subset, per ToMBench ability; base and
+    # merged, the letter protocol (letter log-probs on CPU) and option likelihood
+    full = json.loads((out / "eval_report.json").read_text())
+    assert full["protocol"] == "letter_logprob"
+    tables = full["tables"]
+    expected = {"in_domain"} | ({"motivebench", "tombench"} if "tombench" in report else set())
+    assert set(tables) == expected
+    for t in tables.values():
+        assert {"base (letter)", "merged (letter)", "base (likelihood)", "merged (likelihood)"} <= set(t["rows"])
+    if "tombench" in report:
+        assert tables["motivebench"]["columns"] == ["Amazon", "Blogger", "Persona", "Avg"]
+        assert tables["tombench"]["columns"][:-1] == ["Emotion", "Desire", "Intention", "Knowledge", "Belief",
+                                                       "Non-literal communication"]
+    markdown = (out / "eval_tables.md").read_text()
     with capsys.disabled():
         print(f"\n[sample shards] {n_train} train samples; loss per step: {' '.join(f'{x:.3f}' for x in losses)}")
         for name, b in report.items():
             print(f"[sample shards] {name:34s} n={b['n']:3d} chance={b['chance']:.3f} "
-                  f"base={b['accuracy']['base']:.3f} merged={b['accuracy']['merged']:.3f}")
+                  f"base={b['accuracy']['base']:.3f} merged={b['accuracy']['merged']:.3f} "
+                  f"(likelihood {b['option_likelihood']['base']:.3f} / {b['option_likelihood']['merged']:.3f})")
+        print(markdown)

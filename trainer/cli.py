@@ -90,31 +90,58 @@ def _print_fit(metrics: dict) -> None:
     console.print(f"fit: {metrics['steps']} steps, loss {metrics['first_loss']:.4f} -> {metrics['last_loss']:.4f}, "
                   f"deepspeed={'ZeRO-%s' % metrics['zero_stage'] if metrics['deepspeed'] else 'off'} "
                   f"({metrics['deepspeed_reason']}), samples {metrics['samples']}", markup=False)
+    data = metrics.get("data") or {}
+    if data.get("mix") or data.get("train_tasks", "all") != "all":
+        console.print(f"data: tasks {data['train_tasks']}, shares {data.get('achieved_share')}", markup=False)
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
 
 
 def _print_report(report: dict) -> None:
     labels = list(report["models"])
-    table = Table(title=f"MCQ accuracy (temperature {report['temperature']})")
-    for col in ["benchmark", "n", "chance", *labels] + (["delta"] if len(labels) == 2 else []):
+    metrics = ["accuracy"] + (["option_likelihood"] if report.get("option_likelihood") else [])
+    table = Table(title=f"MCQ accuracy: {report.get('protocol')} (letters shown; temperature {report['temperature']})"
+                        + (", and option likelihood" if len(metrics) == 2 else ""))
+    cols = ["benchmark", "n", "chance"]
+    for m in metrics:
+        cols += [f"{label} {'letter' if m == 'accuracy' else 'likelihood'}" for label in labels]
+    cols += ["unparseable", "longest", "shortest"]
+    for col in cols:
         table.add_column(col, justify="left" if col == "benchmark" else "right")
-    for name, b in report["benchmarks"].items():
-        accs = [b["accuracy"][label] for label in labels]
-        row = [name, str(b["n"]), f"{b['chance']:.3f}", *(f"{a:.3f}" for a in accs)]
-        if len(labels) == 2:
-            row.append(f"{accs[1] - accs[0]:+.3f}")
+
+    def add(name: str, b: dict) -> None:
+        row = [name, str(b["n"]), _fmt(b["chance"])]
+        for m in metrics:
+            row += [_fmt(b[m].get(label)) for label in labels]
+        row += [" ".join(str(b["unparseable"][label]) for label in labels),
+                _fmt(b["length_baseline"]["longest"]), _fmt(b["length_baseline"]["shortest"])]
         table.add_row(*row)
+
+    for name, b in report["benchmarks"].items():
+        add(name, b)
+        for g, gb in (b.get("groups") or {}).items():
+            add(f"  {g}", gb)
     console.print(table)
 
 
 def _evaluate(cfg: TrainConfig, models: dict[str, str]) -> dict:
-    from lewin.trainer.mcq import evaluate_models
+    """Evaluate, then write ``eval_report.json`` (with the paper's tables and, when this output
+    folder holds a fit, what it trained on) and ``eval_tables.md``."""
+    from lewin.trainer.mcq import evaluate_models, markdown_tables
 
     report = evaluate_models(models, cfg)
+    fit_metrics = Path(cfg.output_dir) / "finetuned" / "train_metrics.json"
+    if fit_metrics.is_file():
+        report["training"] = json.loads(fit_metrics.read_text(encoding="utf-8")).get("data")
     out = Path(cfg.output_dir) / "eval_report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tables = markdown_tables(report["tables"])
+    (out.parent / "eval_tables.md").write_text(tables, encoding="utf-8")
     _print_report(report)
-    console.print(f"report: {out}", markup=False)
+    console.print(f"report: {out}; tables: {out.parent / 'eval_tables.md'}", markup=False)
     return report
 
 

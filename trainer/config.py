@@ -28,6 +28,41 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+class EvalEngine(BaseModel):
+    """The engine ``letter_generate`` serves each evaluated model with (the pipeline's engines,
+    ``lewin.udfs.llm_backends``): vllm loads the model folder on the GPU; openai talks to a server
+    already serving it (``vllm serve <dir>``: the served name is the folder unless ``model`` says
+    otherwise); llamacpp needs a GGUF in the folder."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["vllm", "openai", "llamacpp"] = "vllm"
+    model: str | None = None
+    """The served model name (openai); None = the model folder's path."""
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    n_ctx: int = Field(8192, ge=256)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = None
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class MixSource(BaseModel):
+    """An external ShareGPT dataset mixed into training (the paper's general-instruction ablation:
+    SmolTalk and Orca at 0.25 each, Lewin's data 0.5)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    """A local ``.jsonl``/``.json``/``.parquet`` file or a folder of them, else a Hugging Face
+    dataset id (read with ``datasets.load_dataset``)."""
+    ratio: float = Field(gt=0, lt=1)
+    """This source's share of the training samples; Lewin's shards get 1 - the sum of the ratios."""
+    name: str | None = None
+    """The dataset configuration (``datasets.load_dataset(path, name)``), for hub datasets."""
+    split: str = "train"
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -59,6 +94,13 @@ class TrainConfig(BaseModel):
     """Trades compute for activation memory; needed for 8192-token sequences on real models."""
     save_checkpoints: bool = False
     """Save a resumable checkpoint each epoch (the latest only)."""
+    train_tasks: list[str] | None = None
+    """Train on these tasks only (the paper's task-group ablation: t1 = profile_generation,
+    scenario_generation, social_qa; t2 = writing_imitation, personalized_commenting,
+    item_selection); None = every task in the shards. Recorded in ``train_metrics.json``."""
+    mix: list[MixSource] = Field(default_factory=list)
+    """External ShareGPT datasets mixed in at a ratio (see ``MixSource``); the achieved counts are
+    recorded in ``train_metrics.json``."""
     deepspeed: str = "auto"
     """auto = ZeRO stage picked from model size and GPU memory; off; or a path to a DeepSpeed JSON.
     Used only on CUDA with deepspeed installed."""
@@ -68,11 +110,25 @@ class TrainConfig(BaseModel):
 
     # --- evaluation
     eval_temperature: float = Field(0.7, gt=0)
-    """Inference temperature; MCQ options are scored under the temperature-scaled distribution."""
+    """Inference temperature: letter_generate samples at it; option likelihoods are scored under the
+    temperature-scaled distribution (letter log-probs are not: their argmax does not depend on it)."""
     eval_limit: int | None = Field(None, ge=1)
-    """Questions per benchmark (deterministic subsample by ``seed``); None = all."""
+    """Questions per benchmark (deterministic subsample by ``seed``, shared evenly among a
+    benchmark's subsets / abilities); None = all."""
     eval_options_per_forward: int = Field(8, ge=1)
     """Options scored in one padded forward pass (memory vs speed)."""
+    eval_protocol: Literal["auto", "letter_logprob", "letter_generate"] = "auto"
+    """The paper's protocol: options shown lettered, the model answers with a letter. letter_logprob:
+    the letter with the highest next-token log-probability (deterministic); letter_generate: a
+    reply generated at eval_temperature through ``eval_engine``, its first letter (a reply
+    without one is wrong and counted); auto: letter_generate on a GPU machine with vLLM, else
+    letter_logprob."""
+    eval_option_likelihood: bool = True
+    """Also score every option by its mean log-likelihood as the reply (options not shown): the
+    second metric."""
+    eval_engine: EvalEngine = Field(default_factory=EvalEngine)
+    eval_max_tokens: int = Field(8, ge=1)
+    """Reply budget of letter_generate (the letter is read from the reply's start)."""
     tombench_dir: Path | None = None
     """Folder of ToMBench ``*.jsonl``; None = skip ToMBench."""
     motivebench_dir: Path | None = None
@@ -90,6 +146,13 @@ class TrainConfig(BaseModel):
     def _deepspeed_mode(cls, v: str) -> str:
         if v not in ("auto", "off") and not v.endswith(".json"):
             raise ValueError("must be 'auto', 'off' or a path to a DeepSpeed .json config")
+        return v
+
+    @field_validator("mix")
+    @classmethod
+    def _lewin_keeps_a_share(cls, v: list[MixSource]) -> list[MixSource]:
+        if sum(m.ratio for m in v) >= 1:
+            raise ValueError(f"the mix ratios sum to {sum(m.ratio for m in v):g}: Lewin's shards need a share (< 1)")
         return v
 
     @model_validator(mode="after")

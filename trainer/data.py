@@ -150,3 +150,84 @@ class PadCollator:
             attention_mask[row, :n] = 1
             labels[row, :n] = torch.tensor(f["labels"])
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# --- what a run trains on: a subset of tasks, and external ShareGPT data mixed in at a ratio ------
+
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "chatgpt": "assistant", "model": "assistant"}
+
+
+def sharegpt_messages(row: dict) -> list[dict] | None:
+    """A ShareGPT row as ``messages``: the ``messages`` column ({role, content}) or the classic
+    ``conversations`` ({from, value}); turns of other roles (tools, functions) are left out.
+    None when no assistant turn remains."""
+    turns = row.get("messages") or row.get("conversations") or []
+    out = []
+    for t in turns:
+        role = _SHAREGPT_ROLES.get(str(t.get("role", t.get("from", ""))).lower())
+        content = t.get("content", t.get("value"))
+        if role and isinstance(content, str) and content.strip():
+            out.append({"role": role, "content": content})
+    return out if any(m["role"] == "assistant" for m in out) else None
+
+
+def load_sharegpt(path: str, name: str | None = None, split: str = "train") -> list[dict]:
+    """Rows of a ShareGPT dataset: a local ``.jsonl``/``.json``/``.parquet`` file or folder of
+    them, else a Hugging Face dataset id."""
+    p = Path(path)
+    rows: list[dict] = []
+    if p.exists():
+        files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.suffix in (".jsonl", ".json", ".parquet"))
+        for f in files:
+            if f.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                rows += pq.read_table(f).to_pylist()
+            elif f.suffix == ".jsonl":
+                with open(f, encoding="utf-8") as fh:
+                    rows += [json.loads(line) for line in fh if line.strip()]
+            else:
+                data = json.loads(f.read_text(encoding="utf-8"))
+                rows += data if isinstance(data, list) else [data]
+    else:
+        import datasets
+
+        rows = list(datasets.load_dataset(path, name, split=split))
+    return rows
+
+
+def training_records(cfg) -> tuple[list[dict], dict]:
+    """The training records of a run and what they are: Lewin's train split (only
+    ``cfg.train_tasks`` when set), plus each ``cfg.mix`` source sampled (seeded, without
+    replacement) so that it makes up its ``ratio`` of the whole; a source too small for its share
+    gives all it has and the report says so."""
+    import random
+    from collections import Counter
+
+    records = load_records(cfg.shards_dir, "train", cfg.shard_format)
+    available = Counter(r.get("task") for r in records)
+    if cfg.train_tasks is not None:
+        unknown = sorted(set(cfg.train_tasks) - set(available))
+        if unknown:
+            raise ValueError(f"train_tasks: {unknown} have no samples in {cfg.shards_dir}/train "
+                             f"(tasks there: {sorted(available)})")
+        records = [r for r in records if r.get("task") in set(cfg.train_tasks)]
+    n_lewin = len(records)
+    lewin_share = 1 - sum(m.ratio for m in cfg.mix)
+    report = {"train_tasks": list(cfg.train_tasks) if cfg.train_tasks is not None else "all",
+              "lewin": {"samples": n_lewin, "by_task": dict(sorted(Counter(r.get("task") for r in records).items())),
+                        "ratio": lewin_share},
+              "mix": []}
+    for k, m in enumerate(cfg.mix):
+        rows = [msgs for msgs in (sharegpt_messages(r) for r in load_sharegpt(m.path, m.name, m.split)) if msgs]
+        want = round(n_lewin * m.ratio / lewin_share)
+        take = sorted(random.Random(cfg.seed + 1 + k).sample(range(len(rows)), min(want, len(rows))))
+        records += [{"task": f"mix:{m.name or Path(m.path).name}", "messages": rows[i]} for i in take]
+        report["mix"].append({"path": m.path, "name": m.name, "ratio": m.ratio, "usable_rows": len(rows),
+                              "wanted": want, "samples": len(take), "short": len(take) < want})
+    total = len(records) or 1
+    report["achieved_share"] = {"lewin": round(n_lewin / total, 4),
+                                **{f"mix:{m['name'] or Path(m['path']).name}": round(m["samples"] / total, 4)
+                                   for m in report["mix"]}}
+    return records, report

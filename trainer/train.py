@@ -21,16 +21,16 @@ def fit(cfg: TrainConfig) -> dict:
     import yaml
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from lewin.trainer.data import PadCollator, encode_records, load_records
+    from lewin.trainer.data import PadCollator, encode_records, training_records
     from lewin.trainer.deepspeed import resolve_deepspeed
     from lewin.trainer.models import count_parameters, load_model, load_tokenizer
 
     set_seed(cfg.seed)
     out = Path(cfg.output_dir) / "finetuned"
     tokenizer = load_tokenizer(cfg.base_model, cfg.gguf_file)
-    records = load_records(cfg.shards_dir, "train", cfg.shard_format)
+    records, data_mix = training_records(cfg)
     features, stats = encode_records(records, tokenizer, cfg.max_length)
-    log.info("training samples: %s", stats.as_dict())
+    log.info("training samples: %s; data: %s", stats.as_dict(), data_mix)
     if not features:
         raise ValueError(f"no trainable samples in {cfg.shards_dir}/train ({stats.as_dict()})")
 
@@ -91,6 +91,7 @@ def fit(cfg: TrainConfig) -> dict:
         "world_size": n_processes,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "samples": stats.as_dict(),
+        "data": data_mix,  # which tasks, and the external ShareGPT mix with the achieved shares
         "config": yaml.safe_load(dump_train_config(cfg)),
     }
     if trainer.is_world_process_zero():

@@ -4,10 +4,16 @@ is capped, so this runs on the driver).
 - item_selection: 20-way; the options are the sample's candidates (the real item + 19 from the
   pool outside the user's history); the real item is moved to its balanced place and the
   numbered list in the prompt follows.
-- other tasks: 8-way; the real answer + 7 distractors written by the LLM engine from the
-  request alone (``public_prompt``, which holds none of the user's own posts, persona or history),
-  each as a different fictitious writer. A distractor that failed, is empty, or repeats another
-  option is replaced by another user's real answer to the same task (origin ``other_user``).
+- other tasks: 8-way, as the paper builds them (§4.2): the real answer + 7 distractors, each from
+  one *distractor engine* (``emit.distractor_engines``; the paper's are 7 different models)
+  answering the request the trained model sees — the task's system prompt and ``public_prompt``,
+  which holds none of the user's own posts, persona or history — within the task's length
+  budget (``word_budgets``). With fewer engines than options the engines repeat, each round with
+  the next seed (``slot_plan``), and a repeat's origin says so (``engine:<model>#<round>``). A
+  distractor that failed, is out of its budget, is empty or repeats another option is not used;
+  a question left without enough distinct options is dropped and counted, unless
+  ``emit.distractor_fill_other_users`` lets other users' real answers to the same task fill it
+  (origin ``other_user``).
 - answer positions: questions are ordered by a seeded hash and the i-th gets position
   ``i mod n_options``, so positions are uniform in expectation and balanced exactly (counts per
   position differ by at most one) per task.
@@ -20,19 +26,38 @@ import re
 
 from lewin.udfs.training_tasks import CANDIDATES_HEADER, item_prompt  # noqa: F401  (the header: tests split on it)
 
-# Fictitious writers for distractors: same request, a different person, no access to the user.
-DISTRACTOR_WRITERS = (
-    "a retired schoolteacher who writes careful, polite prose",
-    "a night-shift nurse who writes short, tired messages",
-    "a college student who writes casually with slang",
-    "a small-business owner who writes practical, no-nonsense text",
-    "a new parent who writes warm, scattered notes",
-    "a software engineer who writes precise, dry sentences",
-    "a gardener in their seventies who writes slow, descriptive text",
-    "a teenage gamer who writes fast and enthusiastic",
-    "a lawyer who writes formal, hedged statements",
-)
 
+def word_budgets(profile_min_words: int, profile_max_words: int) -> dict[str, tuple[int, int]]:
+    """(min, max) words of a distractor per task: the length the task's real answers are held to.
+    Profiles follow ``llm.profile_min_words``-``llm.profile_max_words`` (paper: 100-400); scenario
+    plots and QA answers the synthesis schemas' bounds (1200 and 600 characters); posts and
+    comments a typical post's length. ``emit.distractor_word_budgets`` overrides any of them."""
+    return {
+        "profile_generation": (profile_min_words, profile_max_words),
+        "scenario_generation": (10, 200),
+        "social_qa": (1, 100),
+        "writing_imitation": (1, 300),
+        "personalized_commenting": (1, 150),
+    }
+
+
+def length_phrase(budget: tuple[int, int]) -> str:
+    lo, hi = budget
+    return f"at most {hi} words" if lo <= 1 else f"{lo}-{hi} words"
+
+
+def in_budget(text: str, budget: tuple[int, int] | None) -> bool:
+    if budget is None:
+        return True
+    return budget[0] <= len((text or "").split()) <= budget[1]
+
+
+def slot_plan(n_engines: int, n_slots: int, base_seed: int) -> list[tuple[int, int, int]]:
+    """One (engine index, round, seed) per distractor slot: engines in turn; each time the list
+    starts over (round 1, 2, …) the seed moves on, so a repeated engine writes another option."""
+    if n_engines < 1:
+        raise ValueError("no distractor engine")
+    return [(k % n_engines, k // n_engines, base_seed + k // n_engines) for k in range(n_slots)]
 
 
 def _h(*parts) -> str:
@@ -51,7 +76,8 @@ def balanced_positions(question_ids: list[str], n_options: int, seed: int) -> di
 
 def choose_options(answer: str, distractors: list[tuple[str, str]], fallback: list[tuple[str, str]], n_options: int,
                    answer_index: int) -> tuple[list[str], list[str]] | None:
-    """Options with the real answer at ``answer_index``; None when too few distinct ones exist."""
+    """Options with the real answer at ``answer_index``; None when too few distinct ones exist.
+    ``fallback`` (other users' answers) is only drawn on when the caller opted in: pass [] to drop."""
     seen = {norm(answer)}
     picked: list[tuple[str, str]] = []
     for text, origin in list(distractors) + list(fallback):
