@@ -494,15 +494,26 @@ def audit(
 
 @app.command()
 def sql(
-    query: str = typer.Argument(..., help="SQL; Lewin's tables are addressable by name (e.g. FROM bronze_reddit)."),
+    query: str = typer.Argument(..., help="One read-only query (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN); Lewin's "
+                                "tables are addressable by name (e.g. FROM bronze_reddit)."),
     limit: int = typer.Option(50, "--limit", help="Rows to print (0 = all)."),
     fmt: str = typer.Option("table", "--format", help="table | json | csv"),
 ) -> None:
-    """Run SQL over Lewin's tables and print the result."""
+    """Run a read-only query over Lewin's tables (by name) and print the result. Writes, DDL,
+    path-based tables (delta.`/x`, text.`/etc/passwd`) and file-reading functions are refused."""
+    from rich.markup import escape
+
+    from lewin.jobs.sql_guard import Refused, check_read_only
+
     cfg = _load()
     if fmt not in ("table", "json", "csv"):
         err_console.print("[bold red]error:[/] --format must be table, json or csv")
         raise typer.Exit(code=2)
+    try:  # before the engine starts: a refused query never reaches it
+        check_read_only(query, namespaces=(cfg.storage.database, cfg.storage.catalog))
+    except Refused as exc:
+        err_console.print(f"[bold red]refused:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
     with _store(cfg) as store:
         try:
             df = store.spark.sql(query)

@@ -6,7 +6,12 @@ a well-formed reply) unless the prompt carries a fault marker:
   FAIL_JSON     -> a reply that is not JSON
   FAIL_SCHEMA   -> JSON that breaks the schema
   FAIL_500      -> HTTP 500 (the client retries, then gives up)
+  FAIL_HTTP_<n> -> HTTP <n> (e.g. FAIL_HTTP_503, FAIL_HTTP_404)
   FAIL_SLOW     -> answers after the client's timeout
+  FAIL_EMPTY    -> HTTP 200 with an empty body
+  FAIL_MALFORMED -> HTTP 200 with a body that is not JSON (a completion cut short)
+  FAIL_NOCHOICES -> HTTP 200 with a JSON object that has no ``choices``
+  FAIL_NOCONTENT -> a well-formed completion whose message is empty
   HARMFUL       -> a quality label of harm "violence" (the record must not reach any table past the gate)
   LOW_QUALITY   -> a quality label "low"
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -65,14 +71,25 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.calls[key] += 1
             srv.total += 1
+            srv.texts.append(text)
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
-        if "FAIL_500" in text:
-            self.send_response(500)
+        status = re.search(r"FAIL_HTTP_(\d{3})", text)
+        if "FAIL_500" in text or status:
+            self.send_response(int(status.group(1)) if status else 500)
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
         if "FAIL_SLOW" in text:
             time.sleep(srv.slow_s)
-        if "FAIL_JSON" in text:
+        bad = {"FAIL_EMPTY": b"", "FAIL_MALFORMED": b'{"choices": [{"message": {"role": "assistant", "cont',
+               "FAIL_NOCHOICES": json.dumps({"object": "error", "message": "model is overloaded"}).encode()}
+        for marker, data in bad.items():
+            if marker in text:
+                self._send(data)
+                return
+        if "FAIL_NOCONTENT" in text:
+            content = ""
+        elif "FAIL_JSON" in text:
             content = "I think this person is nice {not json"
         elif "FAIL_SCHEMA" in text and "quality" in (schema or {}).get("properties", {}):
             content = json.dumps({"harm": "maybe", "quality": "great", "reason": "?"})
@@ -80,7 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
             content = json.dumps(reply_for(schema, text))
         payload = {"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}}
-        data = json.dumps(payload).encode()
+        self._send(json.dumps(payload).encode())
+
+    def _send(self, data: bytes) -> None:
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -99,8 +118,14 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.calls: Counter = Counter()
         self.total = 0
+        self.texts: list[str] = []  # every request's prompt text, in arrival order
         self.slow_s = slow_s
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def requests_with(self, marker: str) -> int:
+        """How many requests carried ``marker`` in their prompt."""
+        with self.lock:
+            return sum(marker in t for t in self.texts)
 
     @property
     def url(self) -> str:

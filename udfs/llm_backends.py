@@ -10,6 +10,11 @@ with ``error`` set; it never fails its neighbours or the batch.
   JSON-schema structured outputs, prefix caching, tensor parallelism.
 
 Backends are created once per process (``get_backend``) and reused by every batch.
+
+A failed request's ``error`` starts with a stable reason code, ``<code>: <detail>``: ``empty_reply``
+(an empty body or an empty message), ``malformed_reply`` (a body that is not a chat completion),
+``missing_choices`` (a JSON reply without choices), ``http_<status>``, ``timeout``,
+``connection_error``, ``engine_error`` (anything else the engine raised).
 """
 
 from __future__ import annotations
@@ -73,6 +78,36 @@ class Response:
     extra: dict = field(default_factory=dict)
 
 
+EMPTY_REPLY, MALFORMED_REPLY, MISSING_CHOICES, TIMEOUT = "empty_reply", "malformed_reply", "missing_choices", "timeout"
+CONNECTION_ERROR, ENGINE_ERROR = "connection_error", "engine_error"
+
+
+def http_code(status: int) -> str:
+    return f"http_{status}"
+
+
+def failure(code: str, detail: str = "") -> str:
+    """A failed request's ``error``: the stable code, then a short detail (one line, bounded)."""
+    detail = " ".join(str(detail).split())
+    return (f"{code}: {detail}" if detail else code)[:300]
+
+
+def reason_code(error: str | None) -> str | None:
+    """The stable code an ``error`` starts with (``http_500``, ``timeout`` …)."""
+    return None if error is None else error.split(":", 1)[0].strip()
+
+
+class BadReply(Exception):
+    """A server reply that is not a usable chat completion; ``code`` is its stable reason."""
+
+    def __init__(self, code: str, detail: str, retry: bool = True):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+        # True: a glitch of the server or a proxy (sent again); False: the model's own reply (left
+        # to the ledger's next attempt, with another seed)
+        self.retry = retry
+
+
 class LlmBackend(Protocol):
     name: str
     model: str
@@ -129,7 +164,7 @@ class LlamaCppBackend:
                                     usage.get("completion_tokens", 0), int((time.perf_counter() - t) * 1000),
                                     extra={"finish_reason": res["choices"][0].get("finish_reason")}))
             except Exception as exc:  # one bad request fails only itself
-                out.append(Response(r.key, error=f"engine error: {type(exc).__name__}: {exc}"[:500],
+                out.append(Response(r.key, error=failure(ENGINE_ERROR, f"{type(exc).__name__}: {exc}"),
                                     latency_ms=int((time.perf_counter() - t) * 1000)))
         return out
 
@@ -171,19 +206,53 @@ class OpenAIBackend:
                 body["response_format"] = {"type": "json_object", "schema": r.schema}
         return body
 
+    @staticmethod
+    def payload(resp) -> dict:
+        """The JSON object of a 2xx reply, or ``BadReply`` (``empty_reply``, ``malformed_reply``)."""
+        raw = resp.content
+        if not raw or not raw.strip():
+            raise BadReply(EMPTY_REPLY, f"HTTP {resp.status_code} with an empty body")
+        try:
+            payload = json.loads(raw)
+        except ValueError:  # not JSON, not UTF-8, cut short
+            raise BadReply(MALFORMED_REPLY, f"body is not JSON: {raw[:80].decode('utf-8', 'replace')!r}") from None
+        if not isinstance(payload, dict):
+            raise BadReply(MALFORMED_REPLY, f"body is a JSON {type(payload).__name__}, not an object")
+        return payload
+
     def parse(self, key: str, payload: dict, latency_ms: int) -> Response:
-        choice = payload["choices"][0]
-        usage = payload.get("usage") or {}
-        return Response(key, choice["message"]["content"], usage.get("prompt_tokens", 0),
-                        usage.get("completion_tokens", 0), latency_ms, extra={"finish_reason": choice.get("finish_reason")})
+        """A chat completion -> Response; ``BadReply`` if it has no usable first choice."""
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices:
+            why = (payload.get("error") or payload.get("message")
+                   or f"keys: {', '.join(sorted(map(str, payload))) or 'none'}")
+            raise BadReply(MISSING_CHOICES, f"no choices in the reply ({str(why)[:120]})")
+        choice = choices[0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(choice, dict) or not isinstance(message, dict) or not isinstance(content, (str, type(None))):
+            raise BadReply(MALFORMED_REPLY, f"choices[0] has no message text: {str(choice)[:80]}")
+        finish = choice.get("finish_reason")
+        if not content and finish != "length":  # (cut at once by its budget: a truncated reply, below)
+            raise BadReply(EMPTY_REPLY, f"empty message (finish_reason: {finish})", retry=False)
+        usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        return Response(key, content or "", int(usage.get("prompt_tokens") or 0),
+                        int(usage.get("completion_tokens") or 0), latency_ms, extra={"finish_reason": finish})
 
     def _one(self, r: Request, sampling: Sampling) -> Response:
+        """One request, retried with backoff on 429/5xx, timeouts, connection errors and unusable
+        replies; it never raises: a failure is a Response whose error starts with its reason code."""
         import httpx
 
         delay = 0.5
-        last = "no attempt"
+        last = (ENGINE_ERROR, "no attempt")
         t = time.perf_counter()
-        for attempt in range(self.spec.max_retries + 1):
+
+        def ms() -> int:
+            return int((time.perf_counter() - t) * 1000)
+
+        tries = self.spec.max_retries + 1
+        for attempt in range(tries):
             try:
                 body = self.build_body(r, sampling)
                 resp = self._client.post("/chat/completions", json=body)
@@ -193,24 +262,41 @@ class OpenAIBackend:
                     self._format = "json_object"
                     resp = self._client.post("/chat/completions", json=self.build_body(r, sampling))
                 if resp.status_code in (429, 500, 502, 503, 504):
-                    last = f"HTTP {resp.status_code}"
-                elif resp.status_code >= 400:
-                    return Response(r.key, error=f"HTTP {resp.status_code}: {resp.text[:300]}",
-                                    latency_ms=int((time.perf_counter() - t) * 1000))
+                    last = (http_code(resp.status_code), f"HTTP {resp.status_code}")
+                elif resp.status_code >= 400:  # the request itself is wrong: not retried
+                    said = resp.text[:200].strip()
+                    return Response(r.key, error=failure(http_code(resp.status_code),
+                                                         f"HTTP {resp.status_code}" + (f": {said}" if said else "")),
+                                    latency_ms=ms())
                 else:
-                    return self.parse(r.key, resp.json(), int((time.perf_counter() - t) * 1000))
+                    return self.parse(r.key, self.payload(resp), ms())
+            except BadReply as exc:  # a glitch of the server or a proxy: retried like a 5xx
+                if not exc.retry:
+                    return Response(r.key, error=failure(exc.code, exc.detail), latency_ms=ms())
+                last = (exc.code, exc.detail)
             except httpx.TimeoutException:
-                last = f"timeout after {self.spec.timeout_s}s"
+                last = (TIMEOUT, f"no reply within {self.spec.timeout_s}s")
             except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last = (CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # never out of one request: its neighbours' replies are kept
+                last = (ENGINE_ERROR, f"{type(exc).__name__}: {exc}")
             if attempt < self.spec.max_retries:
                 time.sleep(delay)
                 delay = min(delay * 2, 30)
-        return Response(r.key, error=f"engine error: {last}"[:500], latency_ms=int((time.perf_counter() - t) * 1000))
+        code, detail = last
+        return Response(r.key, error=failure(code, f"{detail} ({tries} tries)" if tries > 1 else detail),
+                        latency_ms=ms())
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Response]:
+        """Concurrent requests, one response each, in order; a failure stays in its own response."""
+        def one(r: Request) -> Response:
+            try:
+                return self._one(r, sampling)
+            except Exception as exc:  # belt and braces (_one does not raise): never the whole batch
+                return Response(r.key, error=failure(ENGINE_ERROR, f"{type(exc).__name__}: {exc}"))
+
         with ThreadPoolExecutor(max_workers=max(1, self.spec.max_concurrency)) as pool:
-            return list(pool.map(lambda r: self._one(r, sampling), requests))
+            return list(pool.map(one, requests))
 
 
 class VllmBackend:
@@ -263,7 +349,7 @@ class VllmBackend:
                                   use_tqdm=False)
         except Exception as exc:  # the batch failed as a whole: retry each request alone
             if len(requests) == 1:
-                return [Response(requests[0].key, error=f"engine error: {type(exc).__name__}: {exc}"[:500])]
+                return [Response(requests[0].key, error=failure(ENGINE_ERROR, f"{type(exc).__name__}: {exc}"))]
             return [x for r in requests for x in self.generate([r], sampling)]
         ms = int((time.perf_counter() - t) * 1000 / max(1, len(requests)))
         return [self.parse(r.key, o, ms) for r, o in zip(requests, outs)]

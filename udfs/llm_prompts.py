@@ -34,7 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lewin.schemas.llm import JUDGE_METRICS, METRIC_DEFINITIONS, output_schema, validate_output
-from lewin.udfs.llm_backends import BackendSpec, Request, Response, Sampling, get_backend
+from lewin.udfs.llm_backends import ENGINE_ERROR, BackendSpec, Request, Response, Sampling, failure, get_backend
 
 PROMPTS = Path(__file__).parent / "prompts"
 
@@ -176,7 +176,7 @@ def _generate_isolated(engine, requests: list[Request], sampling: Sampling) -> l
         return engine.generate(requests, sampling)
     except Exception as exc:
         if len(requests) == 1:
-            return [Response(requests[0].key, error=f"engine error: {type(exc).__name__}: {exc}"[:500])]
+            return [Response(requests[0].key, error=failure(ENGINE_ERROR, f"{type(exc).__name__}: {exc}"))]
         return [r for req in requests for r in _generate_isolated(engine, [req], sampling)]
 
 
