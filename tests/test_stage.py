@@ -323,7 +323,7 @@ class _Probe(Stage):
 
 
 def test_execute_drops_its_scratch_tables_when_it_ends_and_when_it_fails(store, cfg):
-    root = cfg.storage.root
+    root = Path(cfg.storage.root)
     ok = _Probe()
     funnels = ok.execute(store, cfg)
     assert ok.existed == [True, True, True], "the tables existed while the stage ran"
