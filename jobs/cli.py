@@ -77,8 +77,15 @@ def _store(cfg: LewinConfig) -> Iterator:
     log.info("engine %s ready in %.1fs (python workers: %d)", engine.kind, time.perf_counter() - t0, engine.python_workers)
     store = TableStore(engine, cfg.storage)
     store.register_all()
+    from lewin.jobs.run_lock import RunLockHeld
+
     try:
         yield store
+    except RunLockHeld as exc:  # another run holds a stage's lock: one line, before that stage did anything
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
     finally:
         engine.stop()
 

@@ -5,6 +5,8 @@
   ``in = kept + duplicates + rejected + quarantined`` holds for every row a stage reports.
 * ``RunContext`` — the run id, scratch tables scoped to the run (unique names, dropped when the
   stage ends, swept at the next start after a crash), failpoints, step timings and progress.
+* ``Stage.execute`` holds the stage's run lock (``lewin.jobs.run_lock``) for the whole run: one
+  run at a time per storage root and stage (and source, for per-source stages).
 * ``Stage`` — ``name``, ``reads``/``writes`` (logical table names, ``*`` wildcards for families
   such as ``bronze_*``), ``depends_on`` (the DAG edges the registry and the Databricks bundle
   use) and ``run(ctx) -> list[Funnel]`` (one row per source or artifact the stage processed).
@@ -188,23 +190,28 @@ class Stage(ABC):
 
     def execute(self, store: "TableStore", cfg: "LewinConfig", run_id: str | None = None,
                 progress: StageProgress | None = None) -> list[Funnel]:
-        """Run with a fresh context: sweep a crashed run's scratch, run, record the funnel rows,
-        drop this run's scratch (also when the stage fails)."""
-        ctx = RunContext(store, cfg, self.name, run_id, progress)
-        ctx.sweep_stale_scratch()
-        store.ensure("runs", T.RUNS)
-        with store.recording_reads(self.name):
-            try:
-                funnels = self.run(ctx)
-            finally:
-                ctx.drop_scratch()
-                if progress is None:
-                    ctx.progress.close()
-        for f in funnels:
-            f.detail.setdefault("seconds_by_step", dict(ctx.seconds_by_step))
-            if not f.reconciles:
-                log.error("%s/%s does not reconcile: %s", f.stage, f.source, f)
-        record_funnels(store, ctx.run_id, ctx.started, funnels)
+        """Under the stage's run lock (``lewin.jobs.run_lock``; ``RunLockHeld`` before any work when
+        another run holds it), run with a fresh context: sweep a crashed run's scratch, run, record
+        the funnel rows, drop this run's scratch (also when the stage fails)."""
+        from lewin.jobs import run_lock
+
+        run_id = run_id or new_run_id(self.name)
+        with run_lock.for_stage(self, cfg, run_id):
+            ctx = RunContext(store, cfg, self.name, run_id, progress)
+            ctx.sweep_stale_scratch()
+            store.ensure("runs", T.RUNS)
+            with store.recording_reads(self.name):
+                try:
+                    funnels = self.run(ctx)
+                finally:
+                    ctx.drop_scratch()
+                    if progress is None:
+                        ctx.progress.close()
+            for f in funnels:
+                f.detail.setdefault("seconds_by_step", dict(ctx.seconds_by_step))
+                if not f.reconciles:
+                    log.error("%s/%s does not reconcile: %s", f.stage, f.source, f)
+            record_funnels(store, ctx.run_id, ctx.started, funnels)
         self.last_run_id = ctx.run_id
         return funnels
 

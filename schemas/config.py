@@ -672,6 +672,23 @@ class EmitConfig(_Strict):
         return self
 
 
+class RunConfig(_Strict):
+    """Run locks (``lewin.jobs.run_lock``): one run at a time per storage root and stage."""
+
+    lock_wait_seconds: float = Field(0, ge=0)
+    """How long a run waits for a lock another run holds before it stops (exit 2); 0 = stop at once."""
+    lock_stale_seconds: float = Field(300, gt=0)
+    """A lock whose heartbeat is older than this is taken over (a dead pid on the same host: at once)."""
+    lock_heartbeat_seconds: float = Field(15, gt=0)
+    """How often a running stage refreshes its lock's heartbeat."""
+
+    @model_validator(mode="after")
+    def _beats_within_timeout(self):
+        if self.lock_heartbeat_seconds * 2 > self.lock_stale_seconds:
+            raise ValueError("run.lock_heartbeat_seconds must be at most half of run.lock_stale_seconds")
+        return self
+
+
 class LewinConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -681,6 +698,7 @@ class LewinConfig(_Strict):
     users: UsersConfig = Field(default_factory=UsersConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     emit: EmitConfig = Field(default_factory=EmitConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
     def _demo_profile_for_emit(self):
