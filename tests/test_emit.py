@@ -387,6 +387,9 @@ def test_mcq_helpers():
     pos = mcq.balanced_positions([f"q{i}" for i in range(17)], 8, 1)
     c = Counter(pos.values())
     assert len(c) == 8 and max(c.values()) - min(c.values()) <= 1
+    # a one-question set's answer is not always at A (a model that always answers A scores chance)
+    singles = Counter(mcq.balanced_positions([f"only{i}"], 8, 1)[f"only{i}"] for i in range(40))
+    assert len(singles) >= 6 and singles[0] < 15, singles
     opts, origins = mcq.choose_options("Yes.", [("yes. ", "engine:m"), ("No.", "engine:m"), ("no", "engine:m")],
                                        [("Maybe.", "other_user"), ("Later.", "other_user")], 3, 2)
     assert opts == ["No.", "Maybe.", "Yes."] and origins == ["engine:m", "other_user", "real"]

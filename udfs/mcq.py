@@ -15,8 +15,8 @@ is capped, so this runs on the driver).
   ``emit.distractor_fill_other_users`` lets other users' real answers to the same task fill it
   (origin ``other_user``).
 - answer positions: questions are ordered by a seeded hash and the i-th gets position
-  ``i mod n_options``, so positions are uniform in expectation and balanced exactly (counts per
-  position differ by at most one) per task.
+  ``(start + i) mod n_options`` from a seeded start, so positions are uniform in expectation and
+  balanced exactly (counts per position differ by at most one) per task.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ def norm(text: str) -> str:
 
 def balanced_positions(question_ids: list[str], n_options: int, seed: int) -> dict[str, int]:
     order = sorted(question_ids, key=lambda q: (_h(seed, "position", q), q))
-    return {q: i % n_options for i, q in enumerate(order)}
+    # a seeded start: with few questions a task's first answer is not always at A (a model that
+    # always answers A would score 100 % on a one-question set)
+    start = int(_h(seed, "start", *order)[:8], 16) % n_options
+    return {q: (start + i) % n_options for i, q in enumerate(order)}
 
 
 def choose_options(answer: str, distractors: list[tuple[str, str]], fallback: list[tuple[str, str]], n_options: int,
