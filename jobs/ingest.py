@@ -222,9 +222,8 @@ def ingest(
 
 def _ingest(ctx: RunContext, source: str, paths: list[str],
             on_progress: Callable[[int, int], None] | None) -> IngestResult:
-    store, cfg, run_id, started = ctx.store, ctx.cfg, ctx.run_id, ctx.started
-    ic = cfg.ingest
-    result = IngestResult(run_id=run_id, source=source)
+    store = ctx.store
+    result = IngestResult(run_id=ctx.run_id, source=source)
 
     files, skipped = list_files(paths, store)
     result.files_skipped = skipped
