@@ -75,40 +75,50 @@ class IngestResult:
     def funnel(self) -> Funnel:
         return Funnel(
             stage="ingest", source=self.source, records_in=self.records_in, kept=self.kept,
-            duplicates=self.duplicates, quarantined=self.quarantined, files=self.files,
+            duplicates=self.duplicates, rejected=self.erased, quarantined=self.quarantined, files=self.files,
             files_skipped=len(self.files_skipped), lines=self.lines, blank_lines=self.blank_lines,
             detail={"kept_by_table": self.kept_by_table, "quarantined_by_reason": self.quarantined_by_reason,
+                    ERASED_REASON: self.erased,
                     "files_skipped": self.files_skipped[:50], "seconds_by_step": self.seconds_by_step},
         )
 
 
-def list_files(paths: list[str], store: TableStore | None = None) -> tuple[list[InputFile], list[str]]:
+def list_files(paths: list[str], store: TableStore | None = None, *, follow_symlinks: bool = True,
+               include_hidden: bool = False) -> tuple[list[InputFile], list[str]]:
     """Every readable dump file under ``paths`` (recursive, any filesystem ``lewin.udfs.fs``
-    reads), and the files skipped (unknown format). On a cluster engine the engine lists (Spark's
-    parallel file index), so millions of objects are not walked in one driver loop; the embedded
-    engine, or a scheme the cluster has no connector for, lists through the filesystem layer."""
+    reads), and the files skipped, each as ``"<location> (<reason>)"``: ``unknown_format``,
+    ``hidden`` (a ``.x``/``_x`` name, unless ``include_hidden``), ``symlink`` (unless
+    ``follow_symlinks``), ``broken_symlink``, ``symlink_cycle``, ``same_file`` (see
+    ``lewin.udfs.fs.walk``). On a cluster engine the engine lists (Spark's parallel file index), so
+    millions of objects are not walked in one driver loop; its index hides ``.x``/``_x`` names
+    itself, so with ``include_hidden`` the filesystem layer lists instead, as it does on the
+    embedded engine and for a scheme the cluster has no connector for."""
     found: dict[str, InputFile] = {}
     skipped: list[str] = []
     for p in paths:
-        entries = _engine_listing(store, p) if store is not None and store.engine.kind != "embedded" else None
-        for loc, size, mtime in entries if entries is not None else fs.find(p):
-            kind = readable(loc)
-            if kind is None:
+        entries = None
+        if store is not None and store.engine.kind != "embedded" and not include_hidden:
+            listing = _engine_listing(store, p)
+            entries = None if listing is None else [fs.Listed(*e) for e in listing]
+        if entries is None:
+            entries = fs.walk(p, follow_symlinks=follow_symlinks, include_hidden=include_hidden)
+        for f in entries:
+            reason = f.skip or skip_reason(f.loc)
+            if reason == "ignored":
                 continue
-            if not kind:
-                skipped.append(loc)
+            if reason:
+                skipped.append(f"{f.loc} ({reason})")
                 continue
-            found[loc] = InputFile(loc, size, mtime)
+            found[f.loc] = InputFile(f.loc, f.size, f.mtime_ns)
     return sorted(found.values(), key=lambda x: x.path), skipped
 
 
-def readable(loc: str) -> bool | None:
-    """True for a dump file to ingest, False for one of unknown format (reported as skipped), None
-    for a file ignored silently (hidden files, README/LICENSE/NOTICE)."""
-    base = fs.name(loc)
-    if base.startswith(".") or base.lower() in _IGNORED_NAMES:
-        return None
-    return detect_format(loc) is not None
+def skip_reason(loc: str) -> str | None:
+    """None for a dump file to ingest; ``unknown_format`` for a file of no format Lewin reads
+    (reported as skipped); ``ignored`` for a file passed over silently (README/LICENSE/NOTICE)."""
+    if fs.name(loc).lower() in _IGNORED_NAMES:
+        return "ignored"
+    return None if detect_format(loc) is not None else "unknown_format"
 
 
 def _engine_listing(store: TableStore, loc: str) -> list[tuple[str, int, int]] | None:
@@ -225,10 +235,10 @@ def _ingest(ctx: RunContext, source: str, paths: list[str],
     store = ctx.store
     result = IngestResult(run_id=ctx.run_id, source=source)
 
-    files, skipped = list_files(paths, store)
+    files, skipped = list_files(paths, store, **listing_options(ctx.cfg))
     result.files_skipped = skipped
     for s in skipped:
-        log.warning("skipping %s: unknown file format", s)
+        log.warning("skipped: %s", s)
     new_files = new_since_log(store, source, files)
     log.info("%s: %d files found, %d new", source, len(files), len(new_files))
     ingest_files(ctx, source, new_files, result, on_progress)
@@ -335,6 +345,11 @@ def ingest_files(ctx: RunContext, source: str, new_files: list[InputFile], resul
     for r, n in reasons.items():
         result.quarantined_by_reason[r] = result.quarantined_by_reason.get(r, 0) + n
     return result
+
+
+def listing_options(cfg: LewinConfig) -> dict[str, bool]:
+    """``list_files``'s keyword arguments from ``ingest.follow_symlinks`` / ``ingest.hidden_files``."""
+    return {"follow_symlinks": cfg.ingest.follow_symlinks, "include_hidden": cfg.ingest.hidden_files == "read"}
 
 
 def source_options(cfg: LewinConfig, source: str) -> dict[str, object]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from lewin.jobs import failpoints
-from lewin.jobs.ingest import IngestResult, IngestStage, InputFile, ingest_files, list_files, new_since_log, readable
+from lewin.jobs.ingest import IngestResult, IngestStage, InputFile, ingest_files, list_files, listing_options, new_since_log, skip_reason
 from lewin.jobs.stage import RunContext, new_run_id
 from lewin.udfs import fs
 
@@ -92,7 +92,7 @@ def ingest_listed(store: "TableStore", cfg: "LewinConfig", source: str, files: l
     """Ingest the files of one micro-batch or poll that the ingest log does not hold, as run
     ``run_id`` (funnel row included). None when there was nothing to ingest or report."""
     for s in skipped:
-        log.warning("skipping %s: unknown file format", s)
+        log.warning("skipped: %s", s)
     new = new_since_log(store, source, files)
     note = replay_note if files and not new else ""
     log.info("%s %s: %d files, %d new%s", source, label, len(files), len(new), note)
@@ -105,18 +105,19 @@ def ingest_listed(store: "TableStore", cfg: "LewinConfig", source: str, files: l
 
 def _classify(entries: Iterable[tuple[str, int, int]]) -> tuple[list[InputFile], list[str]]:
     """(path, size, mtime_ns) rows -> the dump files and the unknown-format files, filtered as
-    ``list_files`` filters (``lewin.jobs.ingest.readable``)."""
+    ``list_files`` filters (``lewin.jobs.ingest.skip_reason``; the engine's file index has hidden
+    ``.x``/``_x`` names already)."""
     files: dict[str, InputFile] = {}
     skipped: list[str] = []
     for path, size, mtime_ns in entries:
         loc = fs.location(path)  # Spark's file:/x -> /x, as the ingest log and the readers hold it
-        kind = readable(loc)
-        if kind is None:
+        reason = skip_reason(loc)
+        if reason == "ignored":
             continue
-        if kind:
-            files[loc] = InputFile(loc, int(size), int(mtime_ns))
+        if reason:
+            skipped.append(f"{loc} ({reason})")
         else:
-            skipped.append(loc)
+            files[loc] = InputFile(loc, int(size), int(mtime_ns))
     return sorted(files.values(), key=lambda f: f.path), sorted(skipped)
 
 
@@ -206,11 +207,11 @@ def _spark_stream(store: "TableStore", cfg: "LewinConfig", source: str, paths: l
 
 def _poll(store: "TableStore", cfg: "LewinConfig", source: str, paths: list[str], run_id: str,
           stop: threading.Event, max_polls: int | None) -> None:
-    reported: set[str] = set()  # unknown-format files are reported on the first poll that sees them
+    reported: set[str] = set()  # skipped files are reported on the first poll that sees them
     n = 0
     while True:
         n += 1
-        files, skipped = list_files(paths, store)
+        files, skipped = list_files(paths, store, **listing_options(cfg))
         fresh = [s for s in skipped if s not in reported]
         reported.update(skipped)
         ingest_listed(store, cfg, source, files, fresh, f"{run_id}-p{n}", f"poll {n}")

@@ -114,6 +114,15 @@ class IngestConfig(_Strict):
     batch_max_files: int = Field(64, ge=1)
     batch_max_bytes: int = Field(4 << 30, ge=1)
     """Files are ingested in batches (one bronze MERGE each); a crash loses at most one batch."""
+    follow_symlinks: bool = True
+    """Links under an input folder are followed (a dangling link, a loop of links, a linked
+    folder already listed and a second link to one file are skipped with that reason); false:
+    every link is skipped as ``symlink``. Skipped files are logged and counted in the funnel."""
+    hidden_files: Literal["skip", "read"] = "skip"
+    """Files and folders named ``.x`` or ``_x`` under an input folder (``.git``, ``_SUCCESS``,
+    ``_delta_log``): skipped and reported as ``hidden`` (the convention Spark's file index
+    applies), or read. On spark/databricks, ``read`` lists from the driver, since the engine's
+    index hides them; ``lewin ingest --stream`` cannot read them (the streaming source hides them)."""
     watch_seconds: int = Field(60, ge=1)
     """``lewin ingest --watch``: seconds between micro-batches (Spark's processing-time trigger)
     or between polls of the input folders (embedded engine)."""

@@ -125,6 +125,48 @@ def test_blogger_and_twitter_issue_cases_through_ingest(store, cfg, tmp_path):
     assert r.reconciles and (r.kept, r.quarantined) == (2, 0)
 
 
+def test_links_and_hidden_names_are_followed_or_listed_as_skipped_by_config(store, cfg, tmp_path):
+    """(9) A linked folder is read; a dangling link, a loop of links, a link back to an ancestor,
+    a second link to one file and ``.x``/``_x`` names are each skipped WITH a reason in the funnel
+    (never silently); ``ingest.follow_symlinks`` / ``ingest.hidden_files`` switch them."""
+    rec = lambda i: json.dumps({"id": f"h{i}", "author": "alice", "created_utc": 1609459200 + i, "title": "t"}) + "\n"  # noqa: E731
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "linked.jsonl").write_text(rec(1))
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "plain.jsonl").write_text(rec(2))
+    (d / ".hidden.jsonl").write_text(rec(3))
+    (d / "_SUCCESS").write_text("")
+    (d / ".git").mkdir()
+    (d / ".git" / "objects.jsonl").write_text(rec(4))
+    (d / "notes.docx").write_text("x")
+    (d / "README.md").write_text("about these dumps")
+    (d / "linked_dir").symlink_to(outside)
+    (d / "twice.jsonl").symlink_to(d / "plain.jsonl")
+    (d / "dangling.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    (d / "loop.jsonl").symlink_to(d / "loop.jsonl")
+    (outside / "back_up").symlink_to(d)
+
+    def skipped(r) -> dict[str, str]:
+        return {Path(s.rsplit(" (", 1)[0]).name: s.rsplit(" (", 1)[1].rstrip(")") for s in r.files_skipped}
+
+    r = ingest(store, cfg, "reddit", [str(d)])
+    assert r.reconciles and r.kept == 2  # plain + the linked folder's file
+    assert skipped(r) == {".hidden.jsonl": "hidden", "_SUCCESS": "hidden", ".git": "hidden",
+                          "notes.docx": "unknown_format", "twice.jsonl": "same_file",
+                          "dangling.jsonl": "broken_symlink", "loop.jsonl": "broken_symlink", "back_up": "symlink_cycle"}
+    funnel = store.read("runs").where(F.col("stage") == "ingest").collect()[-1]
+    assert funnel["files_skipped"] == 8 and "dangling.jsonl (broken_symlink)" in funnel["detail"]
+
+    no_links = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"follow_symlinks": False,
+                                                                              "hidden_files": "read"})})
+    r2 = ingest(store, no_links, "reddit", [str(d)])
+    assert r2.reconciles and r2.kept == 2  # .hidden.jsonl and .git/objects.jsonl now read; plain is logged
+    assert skipped(r2) == {"linked_dir": "symlink", "twice.jsonl": "symlink", "dangling.jsonl": "symlink",
+                           "loop.jsonl": "symlink", "_SUCCESS": "unknown_format", "notes.docx": "unknown_format"}
+
+
 @pytest.mark.skipif(ENGINE != "embedded", reason="how a prefix-reading JSON parser sees glued text differs by engine")
 def test_bronze_names_glued_and_trailing_text_it_is_given_directly(spark):
     """Rows framed without the readers' checks: the engine-side shape check names the fault."""

@@ -17,7 +17,7 @@ import os
 import posixpath
 import re
 from datetime import datetime, timezone
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, NamedTuple
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure", "abfss": "azure", "az": "azure",
@@ -155,22 +155,102 @@ def isfile(loc: str) -> bool:
     return fs.isfile(p)
 
 
-def find(loc: str) -> Iterator[tuple[str, int, int]]:
-    """(location, size, mtime_ns) of every file under ``loc`` (recursive), or of ``loc`` itself
-    when it is a file. Raises FileNotFoundError when nothing is there."""
+class Listed(NamedTuple):
+    """One file under an input location; ``skip`` says why it is not to be read (None: read it)."""
+
+    loc: str
+    size: int
+    mtime_ns: int
+    skip: str | None = None
+
+
+def hidden(rel_path: str) -> bool:
+    """A path (relative to the listed location) with a component named ``.x`` or ``_x``: the
+    convention Spark's and Hadoop's file listings hide (``.git``, ``_SUCCESS``, ``_delta_log``,
+    ``_temporary``), so the embedded engine and a cluster see the same files."""
+    return any(part[:1] in (".", "_") for part in rel_path.replace("\\", "/").split("/") if part)
+
+
+def walk(loc: str, *, follow_symlinks: bool = True, include_hidden: bool = False) -> Iterator[Listed]:
+    """Every file under ``loc`` (recursive; ``loc`` itself when it is a file), in path order, each
+    with the reason it is skipped, if it is: ``hidden`` (see ``hidden``), ``symlink`` (a link, when
+    links are not followed), ``broken_symlink`` (its target is missing, or a loop of links),
+    ``symlink_cycle`` (a linked folder already listed: an ancestor, or reached twice), ``same_file``
+    (a link to a file already listed). Raises FileNotFoundError when nothing is at ``loc``."""
     loc = location(loc)
-    fs, p = _resolve(loc)
-    if not fs.exists(p):
-        raise FileNotFoundError(f"input path does not exist: {loc}")
-    local = _is_local_fs(fs)
-    if fs.isfile(p):
-        info = fs.info(p)
-        yield loc, int(info["size"]), mtime_ns(info, p if local else None)
+    fsys, p = _resolve(loc)
+    if _is_local_fs(fsys):
+        yield from _walk_local(loc, follow_symlinks, include_hidden)
         return
-    for path, info in sorted(fs.find(p, detail=True).items()):
+    if not fsys.exists(p):
+        raise FileNotFoundError(f"input path does not exist: {loc}")
+    if fsys.isfile(p):
+        info = fsys.info(p)
+        yield Listed(loc, int(info["size"]), mtime_ns(info))
+        return
+    for path, info in sorted(fsys.find(p, detail=True).items()):
         if info.get("type") == "directory":
             continue
-        yield _to_url(loc, p, path), int(info["size"]), mtime_ns(info, path if local else None)
+        url = _to_url(loc, p, path)
+        rel = url[len(loc):] if url.startswith(loc) else path
+        skip = None if include_hidden or not hidden(rel) else "hidden"
+        yield Listed(url, int(info["size"]), mtime_ns(info), skip)
+
+
+def _walk_local(root: str, follow: bool, include_hidden: bool) -> Iterator[Listed]:
+    import stat as st
+
+    if not os.path.lexists(root):
+        raise FileNotFoundError(f"input path does not exist: {root}")
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: dict[tuple[int, int], str] = {}
+
+    def entry(path: str, rel: str) -> Iterator[Listed]:
+        try:
+            lst = os.lstat(path)
+        except OSError:
+            return
+        link = st.S_ISLNK(lst.st_mode)
+        if rel and not include_hidden and hidden(rel):
+            yield Listed(path, lst.st_size, lst.st_mtime_ns, "hidden")
+            return
+        if link and not follow and rel:
+            yield Listed(path, lst.st_size, lst.st_mtime_ns, "symlink")
+            return
+        try:
+            s = os.stat(path)  # follows the link; a dangling link or a loop of links raises
+        except OSError:
+            yield Listed(path, 0, lst.st_mtime_ns, "broken_symlink")
+            return
+        key = (s.st_dev, s.st_ino)
+        if st.S_ISDIR(s.st_mode):
+            if key in seen_dirs:
+                yield Listed(path, 0, s.st_mtime_ns, "symlink_cycle")
+                return
+            seen_dirs.add(key)
+            try:
+                names = sorted(os.listdir(path))
+            except OSError:
+                return
+            for n in names:
+                yield from entry(os.path.join(path, n), f"{rel}/{n}" if rel else n)
+        elif st.S_ISREG(s.st_mode):
+            if key in seen_files:
+                yield Listed(path, s.st_size, s.st_mtime_ns, "same_file")
+                return
+            seen_files[key] = path
+            yield Listed(path, s.st_size, s.st_mtime_ns)
+
+    yield from entry(root, "")
+
+
+def find(loc: str) -> Iterator[tuple[str, int, int]]:
+    """(location, size, mtime_ns) of every file under ``loc`` (recursive, hidden names included,
+    links followed), or of ``loc`` itself when it is a file. Raises FileNotFoundError when nothing
+    is there."""
+    for f in walk(loc, include_hidden=True):
+        if f.skip is None:
+            yield f.loc, f.size, f.mtime_ns
 
 
 def list_files(loc: str) -> list[str]:
