@@ -330,14 +330,14 @@ def send_frame(cfg: LewinConfig, sends: list[Send]) -> DataFrame:
 
 def pending_prompts(store: TableStore, keyed: DataFrame, arts: list[str], retry_dead: bool, run_id: str) -> DataFrame:
     """The keyed prompts the ledger does not hold as done (never sent, or failed and not yet dead),
-    with ``prev_attempts``; ``retry_dead``: dead letters of earlier runs too (not over-long
+    with ``prev_attempts``; ``retry_dead``: dead (or superseded) letters of earlier runs too (not over-long
     prompts), afresh; one that died again in this run (in a wave) is not given a third chance."""
     ledger = store.read("llm_ledger").where(F.col("artifact").isin(arts)).select(
         "ledger_key", "status", "error", F.col("attempts").alias("prev_attempts"), F.col("run_id").alias("_by_run"))
     todo = F.col("status").isNull() | (F.col("status") == "failed")
     prev = F.coalesce("prev_attempts", F.lit(0))
     if retry_dead:
-        revive = ((F.col("status") == "dead") & (F.coalesce(F.col("_by_run"), F.lit("")) != run_id)
+        revive = (F.col("status").isin("dead", SUPERSEDED) & (F.coalesce(F.col("_by_run"), F.lit("")) != run_id)
                   & ~F.coalesce(F.col("error"), F.lit("")).startswith("prompt_too_long"))
         todo = todo | revive
         prev = F.when(revive, F.lit(0)).otherwise(prev)
@@ -397,7 +397,9 @@ def run_artifacts(ctx: RunContext, sends: list[Send], retry_dead: bool = False, 
                 results[r["artifact"]].truncated += r["count"]
             task.update(min(n, (c + 1) * cfg.llm.chunk_size), n)
             ctx.failpoint("after_chunk")
+    mark_superseded(ctx, keyed, arts)
     done = store.read("llm_ledger").join(keyed.select("ledger_key"), "ledger_key", "left_semi")
+    done = done.withColumn("status", F.when(F.col("status") == SUPERSEDED, "dead").otherwise(F.col("status")))
     for r in done.groupBy("artifact", "status").agg(F.count(F.lit(1)).alias("n"), F.sum("tokens_in").alias("ti"),
                                                     F.sum("tokens_out").alias("to")).collect():
         res = results[r["artifact"]]
@@ -405,6 +407,29 @@ def run_artifacts(ctx: RunContext, sends: list[Send], retry_dead: bool = False, 
         res.tokens_in += r["ti"] or 0
         res.tokens_out += r["to"] or 0
     return [results[a] for a in arts]
+
+
+SUPERSEDED = "superseded"
+
+
+def mark_superseded(ctx: RunContext, keyed: DataFrame, arts: list[str]) -> None:
+    """Dead letters of an input that is now sent as another prompt (its records, notes or prompt
+    version changed; e.g. after ``--retry-dead`` revived an upstream label or note) get the status
+    ``superseded``: they are history, not failures left to retry, and ``lewin status`` stops
+    counting them as dead. A superseded prompt that becomes current again counts as dead. Only
+    prompts of the same sampling supersede each other."""
+    store = ctx.store
+    dead = store.read("llm_ledger").where(F.col("artifact").isin(arts) & (F.col("status") == "dead"))
+    # same sampling (params_hash): a second judging with another seed (judge_agreement) is not a
+    # newer version of the first
+    same = ["artifact", "input_id", "params_hash"]
+    stale = (dead.join(keyed.select(*same).distinct(), same, "left_semi")
+             .join(keyed.select("ledger_key"), "ledger_key", "left_anti"))
+    if not stale.limit(1).count():  # the common case: one cheap probe, no write
+        return
+    stale = ctx.materialize("llm_superseded", stale.withColumn("status", F.lit(SUPERSEDED)).withColumn(
+        "updated_at", F.lit(datetime.now(timezone.utc)).cast("timestamp")))
+    store.upsert("llm_ledger", stale, ["ledger_key"], T.LLM_LEDGER)
 
 
 def generate(ctx: RunContext, artifact: str, inputs: DataFrame, retry_dead: bool = False,

@@ -254,6 +254,34 @@ def test_engine_exceptions_and_over_long_prompts(tmp_path, engine):
     assert q["r_ok"]["status"] == "ok", "a failing engine call fails only its own prompt"
 
 
+def test_a_dead_letter_whose_input_is_now_another_prompt_is_superseded_not_dead(tmp_path, engine):
+    """Issue 16 (9): a record's label died; its text then changed (a new prompt for the same input)
+    and the new prompt succeeded under --retry-dead. The old dead letter is history: ``superseded``,
+    not listed as dead; a dead letter of an unchanged input stays dead."""
+    from lewin.jobs.llm import backend_spec
+    from lewin.udfs.llm_backends import register_backend
+
+    cfg = _cfg(tmp_path, "http://unused")
+    cfg.llm.engine.kind, cfg.llm.engine.model = "llamacpp", "scripted"
+    inline = Engine(engine.spark, engine.kind, 1, engine.table_format)
+    store = TableStore(inline, cfg.storage)
+    _seed_tables(store, engine.spark, cfg, {"r_ok": "A short fine post.", "r_boom": "EXPLODE please",
+                                            "r_still": "EXPLODE again"})
+    register_backend(backend_spec(cfg), _Scripted())
+    run_labels(store, cfg)
+    assert {k: v["status"] for k, v in _ledger(store).items()} == {"r_ok": "ok", "r_boom": "dead", "r_still": "dead"}
+    fixed = store.read("silver_records_scrubbed").withColumn(
+        "text", F.when(F.col("record_id") == "r_boom", F.lit("A fixed post.")).otherwise(F.col("text")))
+    store.overwrite("silver_records_scrubbed", store.spark.createDataFrame(fixed.collect(), T.SILVER_RECORDS_SCRUBBED))
+    run_labels(store, cfg, retry_dead=True)
+    rows = store.read("llm_ledger").where(F.col("artifact") == "quality").collect()
+    by_input = {}
+    for r in rows:
+        by_input.setdefault(r["input_id"], []).append(r["status"])
+    assert sorted(by_input["r_boom"]) == ["ok", "superseded"]
+    assert by_input["r_still"] == ["dead"] and by_input["r_ok"] == ["ok"]
+
+
 def test_a_reply_cut_by_its_budget_is_a_failure_and_counted(tmp_path, engine):
     """finish_reason "length" fails the attempt as truncated (even when the cut reply parses),
     is retried, then dead; the run counts it. A reply's budget is what the context leaves, at most
