@@ -22,11 +22,18 @@ and exact duplicates. Records in = all generated records, both kinds.
 
 (b) datatrove, the baseline of the headline: ``LocalPipelineExecutor`` runs in sequence, workers =
     cores, uncompressed JSONL between them:
+    0. ``reddit_bot_v2``'s account pass, one task per input file: JsonlReader -> a step counting per
+       author its records, bot-signed records, "beep boop" records and the threads each text
+       (template key) was posted in; the driver merges the tasks' counts into the set of bot
+       accounts (plus the shipped known-bot list) that the rules below read (Lewin reads every
+       bronze row of the batch's users the same way; datatrove's reader skips empty texts, which
+       only link posts have);
     1. one task per input file: JsonlReader (an adapter maps submissions and comments to
        Documents, text = ``selftext`` / ``body``; the reader skips empty texts, i.e. link posts,
        which Lewin's length rule rejects: they are counted as rule rejections) -> LambdaFilter with
        Lewin's default Reddit rules (parameters read from ``CurateRules()``: deleted/removed
-       markers, system-user and bot name patterns, moderator/admin/special distinguished;
+       markers, system-user names, ``reddit_bot_v2`` (the known-bot list, a signed text, or an
+       account from step 0), moderator/admin/special distinguished;
        submissions score >= 2 and num_comments >= 2, comments score >= 2) -> the cleaning step
        (Lewin's ``clean_v1`` patterns in Python ``re``, text and title) -> LambdaFilter on the
        cleaned length (submissions >= 300, comments >= 20) -> GopherRepetitionFilter,
@@ -74,6 +81,7 @@ import shutil
 import sys
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
@@ -132,7 +140,8 @@ def _adapter(self, data: dict, path: str, id_in_file: int | str):
                          "score": data.get("score"), "num_comments": data.get("num_comments"),
                          "distinguished": data.get("distinguished"),
                          "removed_by_category": data.get("removed_by_category"), "title": data.get("title"),
-                         "created_utc": data.get("created_utc"), "subreddit": data.get("subreddit")}}
+                         "created_utc": data.get("created_utc"), "subreddit": data.get("subreddit"),
+                         "link_id": data.get("link_id")}}
 
 
 class _RedditRules:
@@ -147,6 +156,8 @@ class _RedditRules:
         self.markers = {m.lower() for m in d.markers} if d.enabled else None
         pats = [p for rule in (r.reddit_system_user_v1, r.reddit_bot_v1) if rule.enabled for p in rule.patterns]
         self.names = re.compile("(?i)^(" + "|".join(f"(?:{p})" for p in pats) + ")$") if pats else None
+        self.bots = _RedditBots(r.reddit_bot_v2) if r.reddit_bot_v2.enabled else None
+        self.bot_accounts: set[str] | None = None  # from the account pass (``_RedditBots.accounts``)
         m = r.reddit_moderator_v1
         self.distinguished = {v.lower() for v in m.values} if m.enabled else set()
         on = lambda rule, v: v if rule.enabled else 0  # noqa: E731
@@ -164,6 +175,8 @@ class _RedditRules:
             return False
         if self.names is not None and self.names.match(author):
             return False
+        if self.bots is not None and (author.lower() in self.bot_accounts or self.bots.signed(doc.text)):
+            return False
         if str(m.get("distinguished") or "").lower() in self.distinguished:
             return False
         if m["kind"] == "submission":
@@ -172,6 +185,99 @@ class _RedditRules:
 
     def long_enough(self, doc) -> bool:
         return len(doc.text) >= (self.sub_chars if doc.metadata["kind"] == "submission" else self.com_chars)
+
+
+class _RedditBots:
+    """``reddit_bot_v2`` in Python: the shipped known-bot list, signatures per record, and the
+    account signals (signed records, one text posted in several threads, a bot-like name with a
+    weak signal) from a pass over every document first (``_AccountStats``), as Lewin's
+    ``account_stats`` reads every bronze row of the batch's users."""
+
+    def __init__(self, r):
+        from lewin.udfs.sources.reddit import known_bots
+
+        self.r = r
+        self.known = set(known_bots(r))
+        self.sig = re.compile("|".join(f"(?:{p})" for p in r.signature_patterns), re.I) if r.signature_patterns else None
+        self.weak = re.compile("|".join(f"(?:{p})" for p in r.weak_signature_patterns), re.I) if r.weak_signature_patterns else None
+        self.name = re.compile("^(?:" + "|".join(f"(?:{p})" for p in r.name_patterns) + ")$", re.I) if r.name_patterns else None
+
+    @staticmethod
+    def plain(text: str) -> str:
+        return " ".join(_SIG_STRIP.sub(" ", text or "").split()).lower()
+
+    def signed(self, text: str) -> bool:
+        return self.sig is not None and self.sig.search(self.plain(text)) is not None
+
+    @staticmethod
+    def template_key(text: str) -> str:
+        t = _MENTION.sub(" u ", (text or "").lower())
+        t = _DIGITS.sub("0", t)
+        t = "".join(" " if unicodedata.category(c)[0] in "PSZ" or c.isspace() else c for c in t)
+        return " ".join(t.split())
+
+    def accounts(self, parts: list[dict]) -> set[str]:
+        """The bot accounts (lower case) from the per-task account counts."""
+        r = self.r
+        acc: dict[str, list] = {}
+        for part in parts:
+            for a, (n, signed, weak, keys) in part.items():
+                cur = acc.setdefault(a, [0, 0, 0, {}])
+                cur[0] += n
+                cur[1] += signed
+                cur[2] += weak
+                for k, (threads, c) in keys.items():
+                    t = cur[3].setdefault(k, [set(), 0])
+                    t[0].update(threads)
+                    t[1] += c
+        bots = set(self.known)
+        for a, (n, signed, weak, keys) in acc.items():
+            threads = max((len(t) for t, _ in keys.values()), default=0)
+            repeated = sum(c for t, c in keys.values() if len(t) >= 2)
+            mostly = repeated / max(n, 1) >= r.min_template_share
+            named = self.name is not None and self.name.match(a) is not None
+            if (signed >= r.min_signed_records or (threads >= r.min_template_threads and mostly)
+                    or (named and weak > 0) or (named and threads >= r.name_template_threads and mostly)):
+                bots.add(a)
+        return bots
+
+
+_SIG_STRIP = re.compile(r"[\^*_~()\\]+")
+_MENTION = re.compile(r"/?\bu/[\w-]+", re.ASCII)  # Java's \w and \b are ASCII, as Spark's regexp_replace
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class _AccountStats(PipelineStep):
+    """Per author: records, signed records, weakly signed records and, per template key of at
+    least ``min_template_chars``, its threads and count; one JSON file per task."""
+
+    name = "reddit_bot_v2 account pass"
+
+    def __init__(self, out: str, bots: _RedditBots):
+        super().__init__()
+        self.out, self.bots = out, bots
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        b = self.bots
+        acc: dict[str, list] = {}
+        for doc in data:
+            m = doc.metadata
+            a = (m.get("author") or "").lower()
+            cur = acc.setdefault(a, [0, 0, 0, {}])
+            cur[0] += 1
+            plain = b.plain(doc.text)
+            cur[1] += b.sig is not None and b.sig.search(plain) is not None
+            cur[2] += b.weak is not None and b.weak.search(plain) is not None
+            key = b.template_key(doc.text)
+            if len(key) >= b.r.min_template_chars:
+                t = cur[3].setdefault(key, [[], 0])
+                t[0].append(m.get("link_id") or doc.id)
+                t[1] += 1
+        for cur in acc.values():
+            cur[3] = {k: [sorted(set(t)), c] for k, (t, c) in cur[3].items()}
+        Path(self.out).mkdir(parents=True, exist_ok=True)
+        (Path(self.out) / f"{rank:05d}.json").write_text(json.dumps(acc))
+        return iter(())
 
 
 def _norm_text(doc) -> bytes:
@@ -333,13 +439,18 @@ def run_datatrove(data: str, work: str, tasks: int, workers: int, mode: str) -> 
             read.append(int(st.stats[1].stats["total"].total))
         return _dropped(st)
 
+    t0 = time.perf_counter()
+    if rules.bots is not None:  # reddit_bot_v2's account signals: one pass over every document first
+        run("0_bot_account_pass", [JsonlReader(data, adapter=_adapter, glob_pattern="*.jsonl", compression=None),
+                                   _AccountStats(str(w / "accounts"), rules.bots)], tasks)
+        read.clear()
+        rules.bot_accounts = rules.bots.accounts([json.loads(p.read_text()) for p in sorted((w / "accounts").glob("*.json"))])
     filtering = [
         JsonlReader(data, adapter=_adapter, glob_pattern="*.jsonl", compression=None),
         LambdaFilter(rules.keep),
         _Clean(),
         LambdaFilter(rules.long_enough),
     ]
-    t0 = time.perf_counter()
     if mode == "rules":
         d = run("rules_clean_language", filtering + [lang, JsonlWriter(str(w / "out"), compression=None)], tasks)
         kept = _count_lines(w / "out")

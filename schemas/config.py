@@ -219,6 +219,55 @@ class AdContentRule(Rule):
     max_urls: int = Field(2, ge=0)
 
 
+class BotRule(Rule):
+    """``reddit_bot_v2``: bot accounts from a maintained list and from what they post, not from a
+    name suffix. Signals, in the order the rejection detail names the first that fired:
+
+    * ``known_bot``: the user name (case-insensitive) is in the list of known bot accounts — the
+      shipped ``lewin/udfs/reddit_bots.txt``, or ``known_bots_file`` — or in ``extra_names``;
+    * ``signature``: the text signs itself as automated (``signature_patterns``: "I am a bot",
+      "this action was performed automatically", ``[bot]``), matched on the text with Markdown
+      superscript/emphasis removed; the account is a bot once ``min_signed_records`` of its
+      records are signed;
+    * ``template``: the account posted the same text (at least ``min_template_chars``, compared
+      lower-cased, digits, ``u/`` mentions and punctuation folded) in ``min_template_threads`` or
+      more different threads (a submission is its own thread; a comment's is its ``link_id``),
+      and at least ``min_template_share`` of its records are such repeats (a person who pastes
+      one answer into three threads among many other posts is kept);
+    * ``bot_name+…``: a name matching ``name_patterns`` (``…bot``, ``…_bot_…``) counts only with a
+      weaker behaviour signal: a ``weak_signature_patterns`` text ("beep boop") or the same text
+      in ``name_template_threads`` threads. A bot-like name alone rejects nothing.
+
+    Account signals read every bronze row (submissions and comments) of the batch's users."""
+
+    known_bots_file: str | None = None
+    """A list of bot accounts (one name a line, ``#`` comments) used instead of the shipped one."""
+    extra_names: list[str] = Field(default_factory=list)
+    """More bot accounts, added to the list."""
+    signature_patterns: list[str] = Field(default_factory=lambda: [
+        r"\bi(?: am|'m|’m| m) an? (?:friendly |helpful |automated |simple |reddit |little )?bot\b",
+        r"\bthis (?:action|comment|post|reply|message) (?:was|is|has been) (?:performed|posted|made|generated|sent|written) automatically\b",
+        r"\[bot\]",
+    ])
+    """Case-insensitive regular expressions over the text with ``^ * _ ~ ( )`` and backslashes
+    replaced by spaces and whitespace collapsed (so ``^^I ^^am ^^a ^^bot`` reads "i am a bot")."""
+    min_signed_records: int = Field(2, ge=1)
+    """An account with this many signed records is a bot (all its records go); a single signed
+    record goes on its own."""
+    min_template_threads: int = Field(3, ge=2)
+    min_template_chars: int = Field(40, ge=1)
+    """Shorter texts ("Thanks!", "This.") repeat among people and never count as a template."""
+    min_template_share: float = Field(0.5, ge=0, le=1)
+    """Share of the account's records whose text it posted in two threads or more."""
+    name_patterns: list[str] = Field(default_factory=lambda: [r".*bot", r".*_bot_.*", r"bot_.*", r".*-bot-.*"])
+    """Whole-name, case-insensitive: bot-like names, rejected only with a weak signal below."""
+    weak_signature_patterns: list[str] = Field(default_factory=lambda: [r"\bbee+p,? boo+p\b", r"\bblee+p,? bloo+p\b"])
+    """Texts people write too ("beep boop"): a signal only for an account with a bot-like name."""
+    name_template_threads: int = Field(2, ge=2)
+    """For an account with a bot-like name: the same text in this many threads is enough (with
+    ``min_template_share`` still required)."""
+
+
 class FirstPersonRule(Rule):
     pronouns: list[str] = Field(default_factory=lambda: ["i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"])
 
@@ -228,9 +277,11 @@ class CurateRules(_Strict):
     reddit_system_user_v1: NamePatterns = Field(
         default_factory=lambda: NamePatterns(patterns=[r"automoderator", r"reddit", r"\[deleted\]", r"\[removed\]"])
     )
+    # v1 (any name ending in "bot": Talbot, yungrobot …) is off by default; v2 replaces it
     reddit_bot_v1: NamePatterns = Field(
-        default_factory=lambda: NamePatterns(patterns=[r".*bot", r".*_bot_.*", r"bot_.*", r".*-bot-.*"])
+        default_factory=lambda: NamePatterns(enabled=False, patterns=[r".*bot", r".*_bot_.*", r"bot_.*", r".*-bot-.*"])
     )
+    reddit_bot_v2: BotRule = Field(default_factory=BotRule)
     reddit_moderator_v1: DistinguishedRule = Field(default_factory=DistinguishedRule)
     reddit_min_score_v1: MinCount = Field(default_factory=lambda: MinCount(min=2))
     reddit_min_comments_v1: MinCount = Field(default_factory=lambda: MinCount(min=2))

@@ -102,3 +102,29 @@ def test_blogger_jsonl(real):
     assert (r["blogger"].records_in, r["blogger"].kept) == (100, 100)
     b = store.read("bronze_blogger")
     assert b.where(F.col("record_id") == "blogger:328871").collect()[0]["user_id"] == "3313180"
+
+
+def test_reddit_bot_rule_on_real_authors(real, tmp_path):
+    """``reddit_bot_v2`` on the real Reddit samples: the only account it rejects is AutoModerator
+    (7 comments: listed, and it signs every reply "I am a bot, and this action was performed
+    automatically" and posts one template in 5 threads); without the list its signature still
+    catches it. No author name in these samples contains "bot", so ``reddit_bot_v1`` rejected
+    nobody here either; the cross-posters (one text in 2 threads) are kept."""
+    from .test_bot_rule import signals, tagged
+
+    store, _ = real
+    dump = (store, LewinConfig(storage=store.storage))
+    for stream, flagged in (("reddit", {}), ("reddit_comments", {"AutoModerator": {"known_bot"}})):
+        got = signals(tagged(dump, stream))
+        assert {u: s for u, s in got.items() if s != {None}} == flagged, stream
+    comments = tagged(dump, "reddit_comments")
+    assert len(comments["AutoModerator"]) == 7 and sum(len(r) for r in comments.values()) == 369
+    empty = tmp_path / "no_bots.txt"
+    empty.write_text("# no names\n")
+    got = signals(tagged(dump, "reddit_comments", known_bots_file=str(empty)))
+    assert {u: s for u, s in got.items() if s != {None}} == {"AutoModerator": {"signature"}}
+    got = signals(tagged(dump, "reddit_comments", known_bots_file=str(empty), signature_patterns=[]))
+    assert {u: s for u, s in got.items() if s != {None}} == {"AutoModerator": {"template"}}
+    names = {r["user_id"] for t in ("bronze_reddit", "bronze_reddit_comments") for r in
+             store.read(t).where(F.lower("user_id").contains("bot")).select("user_id").collect()}
+    assert names == set()
