@@ -68,12 +68,27 @@ def _require_llm_engines(cfg: LewinConfig) -> None:
 
 
 @contextmanager
-def _store(cfg: LewinConfig) -> Iterator:
+def _store(cfg: LewinConfig, *, write: bool = True, inputs: list[tuple[str, str]] = ()) -> Iterator:
+    """The table store on the configured engine, after the environment checks (``preflight``):
+    the storage root (``write=False``: read-only commands, which never create it), ``inputs``
+    ((config key or option, location) pairs) and the engine's endpoint. Each problem is one
+    line naming its key; any of them stops the command with exit code 2 before any work."""
+    from rich.markup import escape
+
     from lewin.jobs.engine import get_engine
+    from lewin.jobs.preflight import PreflightError, check
     from lewin.jobs.tables import TableStore
 
     t0 = time.perf_counter()
-    engine = get_engine(cfg.engine)
+    try:
+        notes = check(cfg, write=write, inputs=inputs)
+        engine = get_engine(cfg.engine)
+    except PreflightError as exc:
+        for line in exc.problems:
+            err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    for note in notes:
+        log.info("%s", note)
     log.info("engine %s ready in %.1fs (python workers: %d)", engine.kind, time.perf_counter() - t0, engine.python_workers)
     store = TableStore(engine, cfg.storage)
     store.register_all()
@@ -82,8 +97,6 @@ def _store(cfg: LewinConfig) -> Iterator:
     try:
         yield store
     except RunLockHeld as exc:  # another run holds a stage's lock: one line, before that stage did anything
-        from rich.markup import escape
-
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=2) from None
     finally:
@@ -218,18 +231,7 @@ def ingest(
     if source not in SOURCES:
         err_console.print(f"[bold red]error:[/] --source must be one of {', '.join(SOURCES)} (got {source!r})")
         raise typer.Exit(code=2)
-    from lewin.udfs import fs
-
-    for p in path:
-        try:
-            found = fs.exists(p)
-        except (ImportError, ValueError) as exc:  # no filesystem for the scheme, a malformed URL
-            err_console.print(f"[bold red]error:[/] --path {exc}")
-            raise typer.Exit(code=2) from None
-        if not found:
-            err_console.print(f"[bold red]error:[/] --path {p} does not exist")
-            raise typer.Exit(code=2)
-    with _store(cfg) as store:
+    with _store(cfg, inputs=[("--path", p) for p in path]) as store:
         if not (stream or watch):
             _execute(store, cfg, IngestStage(source, path))
             return
@@ -484,7 +486,7 @@ def audit(
     from lewin.schemas.llm import JUDGE_METRICS
 
     cfg = _load()
-    with _store(cfg) as store:
+    with _store(cfg, write=False) as store:
         frames = [store.read(f"gold_{a}").select(F.lit(a).alias("artifact"), "source", "user_id", "record_id",
                                                   "ledger_key", "output")
                   for a in JUDGE_METRICS if store.exists(f"gold_{a}")]
@@ -521,7 +523,7 @@ def sql(
     except Refused as exc:
         err_console.print(f"[bold red]refused:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=2) from None
-    with _store(cfg) as store:
+    with _store(cfg, write=False) as store:
         try:
             df = store.spark.sql(query)
             rows = df.limit(limit).collect() if limit else df.collect()
@@ -552,7 +554,8 @@ def sql(
 @config_app.command("show")
 def config_show() -> None:
     """Print the resolved configuration (defaults + file + --set overrides)."""
-    console.print(dump_config(_load()), markup=False, highlight=False)
+    # soft_wrap: a long value (a regex) must not be folded at the terminal width, or the YAML breaks
+    console.print(dump_config(_load()), markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -14,15 +14,22 @@ import atexit
 import importlib.util
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 from pyspark.sql import SparkSession
 
+from lewin.jobs.preflight import PreflightError
 from lewin.schemas.config import EngineConfig
 
 log = logging.getLogger(__name__)
+
+
+class EngineUnavailable(PreflightError):
+    """The engine's endpoint cannot be reached (one line naming the key and the endpoint)."""
+
 
 _SAIL_LOCK = threading.Lock()
 _SAIL_SERVER = None  # one embedded server per process, shared by every session
@@ -133,6 +140,117 @@ def _delta_jars_present() -> bool:
         return False
 
 
+# --- reaching a remote engine -------------------------------------------------------------------
+def parse_remote(remote: str) -> tuple[str, int]:
+    """(host, port) of a Spark Connect URL, parsed the way the client parses it (port 15002 by
+    default). Raises ``PreflightError`` naming ``engine.remote`` for a malformed URL."""
+    from pyspark.sql.connect.client.core import DefaultChannelBuilder
+
+    try:
+        builder = DefaultChannelBuilder(remote)
+        host, port = builder.host, int(builder.endpoint.rsplit(":", 1)[1])
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        raise PreflightError(f"engine.remote: {remote!r} is not a Spark Connect URL (sc://host:port): {detail}") from None
+    if not host:
+        raise PreflightError(f"engine.remote: {remote!r} names no host (sc://host:port)")
+    if not 0 < port < 65536:
+        raise PreflightError(f"engine.remote: {remote!r}: port {port} is out of range")
+    return host, port
+
+
+def parse_master(master: str) -> list[tuple[str, int]]:
+    """(host, port) of each master of a ``spark://h1:7077[,h2:7077]`` URL (7077 by default)."""
+    endpoints = []
+    for part in master[len("spark://"):].split(","):
+        host, _, port = part.strip().rstrip("/").rpartition(":") if ":" in part else (part.strip().rstrip("/"), "", "7077")
+        try:
+            p = int(port)
+        except ValueError:
+            p = -1
+        if not host or not 0 < p < 65536:
+            raise PreflightError(f"engine.master: {master!r}: {part.strip()!r} is not host:port")
+        endpoints.append((host, p))
+    return endpoints
+
+
+def _tcp_problem(host: str, port: int, timeout: float) -> str | None:
+    """Why ``host:port`` does not accept a TCP connection within ``timeout`` s (name lookup
+    included, which ``socket`` does not bound: the attempt runs on a daemon thread), or None."""
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except socket.gaierror as exc:
+            outcome.append(f"cannot resolve host {host!r} ({exc.strerror or exc})")
+        except ConnectionRefusedError:
+            outcome.append(f"connection refused: nothing listens on {host}:{port}")
+        except (socket.timeout, TimeoutError):
+            outcome.append(f"no answer from {host}:{port} within {timeout:g}s")
+        except OSError as exc:
+            outcome.append(f"cannot connect to {host}:{port} ({exc.strerror or exc})")
+
+    t = threading.Thread(target=attempt, name="lewin-engine-probe", daemon=True)
+    t.start()
+    t.join(timeout)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:g}s"
+    return outcome[0]
+
+
+def _grpc_why(exc: BaseException) -> str:
+    """A gRPC / Spark Connect error on one line: ``UNIMPLEMENTED: <details>``, or its text."""
+    import re
+
+    text = str(exc)
+    details = re.search(r'details = "([^"]*)"', text)
+    if details:
+        status = re.search(r"status = StatusCode\.(\w+)", text)
+        return (f"{status.group(1)}: " if status else "") + details.group(1)
+    return " ".join(text.split())[:300] or type(exc).__name__
+
+
+def probe_remote(remote: str, timeout: float) -> None:
+    """Raise ``EngineUnavailable`` unless the Spark Connect endpoint ``remote`` accepts a TCP
+    connection and completes the gRPC (HTTP/2, TLS with ``use_ssl``) handshake within ``timeout``
+    seconds in all. The client itself would retry a refused connection for minutes and wait
+    forever on a server that accepts connections but never answers."""
+    import time
+
+    host, port = parse_remote(remote)
+    key = f"engine.remote: {remote}"
+    hint = f"(engine.connect_timeout_seconds={timeout:g})"
+    deadline = time.monotonic() + timeout
+    why = _tcp_problem(host, port, timeout)
+    if why is not None:
+        raise EngineUnavailable(f"{key}: {why} {hint}")
+    import grpc
+    from pyspark.sql.connect.client.core import DefaultChannelBuilder
+
+    channel = DefaultChannelBuilder(remote).toChannel()
+    try:
+        grpc.channel_ready_future(channel).result(timeout=max(0.1, deadline - time.monotonic()))
+    except grpc.FutureTimeoutError:
+        raise EngineUnavailable(f"{key}: {host}:{port} accepts connections but no gRPC handshake completed within "
+                                f"{timeout:g}s: not a Spark Connect server, or use_ssl does not match {hint}") from None
+    finally:
+        channel.close()
+
+
+def probe_master(master: str, timeout: float) -> None:
+    """Raise ``EngineUnavailable`` unless some master of a ``spark://`` URL accepts a TCP
+    connection within ``timeout`` seconds (Spark would retry for a minute, then give up)."""
+    whys = []
+    for host, port in parse_master(master):
+        why = _tcp_problem(host, port, timeout)
+        if why is None:
+            return
+        whys.append(why)
+    raise EngineUnavailable(f"engine.master: {master}: {'; '.join(whys)} (engine.connect_timeout_seconds={timeout:g})")
+
+
 def get_engine(cfg: EngineConfig, app_name: str = "lewin") -> Engine:
     """Create (or attach to) the session for ``cfg.kind``."""
     cores = _cores()
@@ -151,6 +269,8 @@ def get_engine(cfg: EngineConfig, app_name: str = "lewin") -> Engine:
         return Engine(spark, "embedded", workers, "delta", _stop=stop)
 
     if cfg.kind == "spark":
+        if cfg.master.startswith("spark://"):
+            probe_master(cfg.master, cfg.connect_timeout_seconds)
         builder = SparkSession.builder.master(cfg.master).appName(app_name)
         builder = builder.config("spark.ui.enabled", "false")
         table_format = "delta"
@@ -182,12 +302,19 @@ def get_engine(cfg: EngineConfig, app_name: str = "lewin") -> Engine:
         return Engine(spark, "spark", cfg.python_workers or 1, table_format, _stop=spark.stop)
 
     if cfg.kind == "connect":
-        if not cfg.remote:
-            raise ValueError("engine.remote must be set (sc://host:port) when engine.kind is 'connect'")
-        spark = _common_conf(SparkSession.builder.remote(cfg.remote), cfg).getOrCreate()
+        if not (cfg.remote or "").strip():
+            raise PreflightError("engine.remote: not set; engine.kind=connect needs a Spark Connect URL (sc://host:15002)")
+        probe_remote(cfg.remote, cfg.connect_timeout_seconds)
+        try:
+            spark = _common_conf(SparkSession.builder.remote(cfg.remote), cfg).getOrCreate()
+        except Exception as exc:  # reachable, but no session: the server's first line names why
+            raise EngineUnavailable(f"engine.remote: {cfg.remote}: no Spark Connect session ({_grpc_why(exc)})") from None
         return Engine(spark, "connect", cfg.python_workers or 1, "delta", _stop=None)
 
     if cfg.kind == "databricks":
+        # No reachability probe: on a cluster the session is already there, and Databricks Connect
+        # finds its workspace and cluster through the SDK's profile / environment (a REST call
+        # with the SDK's own timeouts), not through an endpoint in Lewin's configuration.
         active = SparkSession.getActiveSession()
         if active is not None:  # running on a Databricks cluster: use its session
             return Engine(active, "databricks", cfg.python_workers or 1, "delta")

@@ -47,6 +47,10 @@ class EngineConfig(_Strict):
     """Master URL for ``kind: spark``."""
     remote: str | None = None
     """Spark Connect URL (``sc://host:port``) for ``kind: connect``."""
+    connect_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    """``kind: connect`` (and a ``spark://`` master): seconds the endpoint has to accept a
+    connection (and, for Spark Connect, to complete the gRPC handshake) before the command stops
+    with exit code 2, naming it. Without it an unreachable endpoint hangs with no message."""
     sail_mode: Literal["local", "local-cluster"] = "local"
     """Sail's running mode for ``kind: embedded``. Both run Python UDFs in one interpreter, so
     Python-heavy stages fan out to a per-worker process pool (``python_workers``)."""
