@@ -4,8 +4,9 @@ gold_* + users (+ the kept Reddit comments with their parent ids, the item catal
   -> six task builders (lewin.udfs.training_tasks) -> samples with a stable sample_id
   -> split by user (seeded hash) -> balanced per (task, source) -> ``shard_samples`` (Delta)
   -> held-out samples -> MCQ items (distractors through the LLM ledger) -> ``mcq_items`` (Delta)
-  -> files: shards/{train,test}/{parquet,jsonl}/part-NNNNN.*, mcq/<task>.jsonl, manifest.json,
-     dataset_info.json (LlamaFactory).
+  -> files: shards/{train,test}/{parquet,jsonl}/part-NNNNN.*, mcq/<task>.jsonl, dataset_info.json
+     (LlamaFactory), README.md (the Hugging Face dataset card, lewin.udfs.dataset_card), manifest.json
+     (last: its presence says every file it lists is there).
 
 Everything is built from scrubbed tables only. Files are written to a fresh folder and swapped in
 at the end, so a crash leaves the previous shards intact; the same input and seed give
@@ -40,7 +41,7 @@ from lewin.jobs.tables import TableStore
 from lewin.schemas import shards as S
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig
-from lewin.udfs import fs, mcq
+from lewin.udfs import dataset_card, fs, mcq
 from lewin.udfs import training_tasks as tasks
 
 log = logging.getLogger(__name__)
@@ -412,15 +413,111 @@ def _write_tree(store: TableStore, cfg: LewinConfig, items: list[dict], result: 
         "mcq_dropped_too_few_options": result.mcq_dropped,
         "distractor_plan": result.distractor_plan,  # which engine, round and seed filled each option slot
         "files": files,
+        **provenance(store, cfg),
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    write_card_and_manifest(tmp, manifest)
+
+
+def write_card_and_manifest(folder: Path, manifest: dict) -> None:
+    """The dataset card (README.md, rendered from the manifest and listed in its files), then
+    manifest.json: the manifest stays the last file written."""
+    card = folder / dataset_card.CARD_FILE
+    card.write_text(dataset_card.render(manifest), encoding="utf-8")
+    manifest["files"].append({"path": card.name, "rows": None, "bytes": card.stat().st_size, "sha256": _sha256(card)})
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def provenance(store: TableStore, cfg: LewinConfig) -> dict:
+    """What the dataset card reports beyond the shards, from the tables as they are now (the same
+    tables give the same figures): per source the records at each step of the funnel; PII settings
+    and replacements per type; per LLM artifact the items synthesised, judged and kept, with the
+    models and prompt versions that made them. One Spark job over small aggregates."""
+    from functools import reduce
+
+    from lewin.schemas.config import LLM_ARTIFACTS
+    from lewin.udfs import sources
+
+    parts = []
+
+    def add(section, table, k1, k2=None, n=None, df=None):
+        if df is None and not store.exists(table):
+            return
+        df = store.read(table) if df is None else df
+        n = F.count(F.lit(1)) if n is None else n
+        keys = [F.col(k1).cast("string").alias("k1"), (F.col(k2) if k2 else F.lit(None)).cast("string").alias("k2")]
+        parts.append(df.groupBy(*keys).agg(n.cast("long").alias("n")).select(F.lit(section).alias("section"), "k1", "k2", "n"))
+
+    for table in sorted({st.bronze_table for spec in sources.SOURCES.values() for st in spec.streams}):
+        add("bronze", table, "source")
+    add("quarantined", "quarantine", "source")
+    add("rejected", "rejected", "source", "stage")
+    add("rejected_rules", "rejected", "source", "rule")
+    add("silver", "silver_records", "source")
+    if store.exists("silver_records_scrubbed"):
+        scrubbed = store.read("silver_records_scrubbed")
+        add("scrubbed", None, "source", df=scrubbed)
+        add("pii_records", None, "source", df=scrubbed.where(F.size("pii_spans") > 0))
+        add("pii", None, "type", df=scrubbed.select(F.explode("pii_spans").alias("s")).select("s.type"))
+        add("scrub_version", None, "scrub_version", df=scrubbed)
+    add("label", "record_labels", "source", "gate")
+    add("users", "users", "source")
+    add("timeline_records", "users", "source", n=F.sum("n_records"))
+    for a in LLM_ARTIFACTS:
+        add("synth", f"synth_{a}", "artifact")
+        judged = f"judged_{a}" if store.exists(f"judged_{a}") else f"gold_{a}"
+        if store.exists(judged):
+            df = store.read(judged).select(F.lit(a).alias("artifact"), F.to_json(F.array(
+                "model", "prompt_version", "judge_model", "judge_prompt_version")).alias("made_by"), "accepted")
+            add("judged", None, "artifact", "made_by", df=df)
+            add("gold", None, "artifact", "made_by", n=F.sum(F.col("accepted").cast("int")), df=df)
+    rows = reduce(DataFrame.unionByName, parts).collect() if parts else []
+    funnel: dict = defaultdict(dict)
+    arts: dict = defaultdict(lambda: defaultdict(set))
+    pii_types, scrub_versions = {}, []
+    for r in sorted(rows, key=lambda r: (r["section"], r["k1"] or "", r["k2"] or "")):
+        sec, k1, k2, n = r["section"], r["k1"], r["k2"], int(r["n"] or 0)
+        if sec in ("rejected", "rejected_rules", "label"):
+            funnel[k1].setdefault("label_gates" if sec == "label" else sec, {})[k2] = n
+            if sec == "label" and k2 == "kept":
+                funnel[k1]["label_kept"] = n
+        elif sec in ("bronze", "quarantined", "silver", "scrubbed", "pii_records", "users", "timeline_records"):
+            funnel[k1][sec] = funnel[k1].get(sec, 0) + n
+        elif sec == "pii":
+            pii_types[k1] = n
+        elif sec == "scrub_version":
+            scrub_versions.append(k1)
+        elif sec == "synth":
+            arts[k1]["synth"] = n
+        else:  # judged / gold, per (model, prompt, judge model, judge prompt)
+            model, prompt, judge, judge_prompt = json.loads(k2)
+            arts[k1][sec] = arts[k1].get(sec, 0) + n
+            for key, v in (("models", model), ("prompt_versions", prompt), ("judge_models", judge),
+                           ("judge_prompt_versions", judge_prompt)):
+                arts[k1][key].add(v)
+    pc, lc = cfg.pii, cfg.llm
+    return {
+        "funnel": {s: dict(sorted(v.items())) for s, v in sorted(funnel.items())},
+        "pii": {"enabled": pc.enabled, "entities": list(pc.entities), "spacy_model": pc.spacy_model,
+                "min_score": dict(sorted(pc.min_score.items())), "retention": pc.retention, "scrub_versions": scrub_versions,
+                "replaced": dict(sorted(pii_types.items())), "records": sum(v.get("scrubbed", 0) for v in funnel.values()),
+                "records_with_pii": sum(v.get("pii_records", 0) for v in funnel.values())},
+        "llm": {"enabled": lc.enabled, "profile": lc.profile, "labels": lc.labels, "quality_keep": list(lc.quality_keep),
+                "writer_model": lc.engine.model, "writer_engine": lc.engine.kind,
+                "judge_model": lc.judge_engine.model if lc.judge_engine else None,
+                "judge_engine": lc.judge_engine.kind if lc.judge_engine else None,
+                "judge_overall_gt": lc.judge_overall_gt, "judge_others_gt": lc.judge_others_gt,
+                "artifacts": {a: {k: sorted(v) if isinstance(v, set) else v for k, v in sorted(d.items())}
+                              for a, d in sorted(arts.items())}},
+    }
 
 
 # --- the job -------------------------------------------------------------------------------------------
 class EmitStage(Stage):
     name = "emit"
-    summary = "gold_* + users -> training shards (train/test by user), MCQ sets, manifest, dataset_info"
-    reads = ("users", "gold_*", "silver_records_scrubbed", "record_labels", "silver_items", "shard_samples", "mcq_items", "llm_ledger")
+    summary = "gold_* + users -> training shards (train/test by user), MCQ sets, manifest, dataset_info, dataset card"
+    reads = ("users", "gold_*", "silver_records_scrubbed", "record_labels", "silver_items", "shard_samples", "mcq_items", "llm_ledger",
+             # the dataset card's funnel and provenance (``provenance``)
+             "bronze_*", "quarantine", "rejected", "silver_records", "synth_*", "judged_*")
     writes = ("shard_samples", "mcq_items", "llm_ledger")
     depends_on = ("llm",)
 

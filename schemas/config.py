@@ -677,8 +677,24 @@ EMIT_TASKS = ("profile_generation", "scenario_generation", "social_qa", "writing
 _EMIT_DEMO = {"test_fraction": 0.3, "mcq_max_per_task": 1}
 
 
+class CardConfig(_Strict):
+    """The dataset card (``README.md`` beside the shards, ``lewin.udfs.dataset_card``)."""
+
+    license: str = "other"
+    """A Hugging Face licence id; ``other``: the sources' own terms apply (named per source)."""
+    license_name: str = Field("source-terms", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    """With ``license: other``: a lower-case slug naming those terms."""
+    license_link: str | None = None
+    """With ``license: other``: a URL or a file in the repository with the terms."""
+    pretty_name: str | None = None
+    """Default: "Lewin per-user behaviour dataset"."""
+    source_terms: dict[str, str] = Field(default_factory=dict)
+    """Per source, replaces the card's note on that source's terms."""
+
+
 class EmitConfig(_Strict):
     enabled: bool = True
+    card: CardConfig = Field(default_factory=CardConfig)
     out_dir: Path | None = None
     """Where shards/, manifest.json, dataset_info.json and mcq/ go (default: <storage.root>/shards)."""
     seed: int = 42
