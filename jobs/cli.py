@@ -435,7 +435,7 @@ def _print_status(store) -> None:
     t.add_column("rows", justify="right")
     t.add_column("version", justify="right")
     names = list(T.BRONZE_TABLES) + list(T.SILVER_TABLES) + list(T.PII_TABLES) + ["llm_ledger", "label_models"] + [
-        f"{kind}_{a}" for a in LLM_ARTIFACTS for kind in ("synth", "judged", "gold")] + list(T.OPS_TABLES)
+        f"{kind}_{a}" for a in LLM_ARTIFACTS for kind in ("synth", "judged", "gold")] + ["synth_signals"] + list(T.OPS_TABLES)
     for name in names:
         if store.exists(name):
             v = store.version(name)

@@ -5,6 +5,9 @@ users (timelines of records the ``label`` stage kept) -> notes of long histories
 social_qa (per record, from ``llm.experience_kinds``) -> judge_<artifact> (per item for stories
 and QA) -> ``judged_<artifact>`` -> ``gold_<artifact>`` (overall > ``judge_overall_gt`` and
 every other score > ``judge_others_gt``).
+Between the judges and gold, ``publish_signals`` writes deterministic quality signals on the
+outputs (``synth_signals``, lewin.udfs.synth_signals); a unit failing one configured as a gate
+(``llm.signals.<signal>.mode: gate``) is not gold, the reason in its judged row's ``reasons``.
 
 Every prompt is a row of ``llm_ledger`` keyed by (artifact, input, input content, prompt
 version, model, sampling). A run sends only what the ledger does not hold as done: a rerun makes
@@ -16,6 +19,7 @@ The quality/harm labels go through the same ledger in the ``label`` stage (jobs/
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -29,9 +33,11 @@ from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
 from lewin.schemas.config import LewinConfig, LlmEngineConfig
 from lewin.schemas.llm import JUDGE_METRICS, PER_ITEM, PER_RECORD, PER_USER
+from lewin.udfs import synth_signals as S
 from lewin.udfs.ids import stable_id
 from lewin.udfs.llm_backends import BackendSpec, Sampling
 from lewin.udfs.llm_prompts import LEDGER_FIELDS, TRUNCATED, PromptOptions, prompt_for, run_batch
+from lewin.udfs.near_dedup import MinHashOptions
 from lewin.udfs.pool import map_in_arrow_pooled
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -458,22 +464,25 @@ def publish_synth(ctx: RunContext, artifact: str, inputs: DataFrame) -> None:
     replace_if_changed(ctx, f"synth_{artifact}", synth_rows(ctx, artifact, inputs), T.SYNTH)
 
 
-def replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema, key: str = "input_id",
-                       ignore: tuple[str, ...] = ()) -> None:
-    """Upsert by ``key`` and drop stale keys, writing nothing when nothing differs (reruns);
-    ``ignore``: columns (a run id) whose change alone is no change."""
+def replace_if_changed(ctx: RunContext, table: str, rows: DataFrame, schema, key: str | list[str] = "input_id",
+                       ignore: tuple[str, ...] = (), scope: Column | None = None) -> None:
+    """Upsert by ``key`` (a column or several) and drop stale keys, writing nothing when nothing
+    differs (reruns); ``ignore``: columns (a run id) whose change alone is no change; ``scope``:
+    only the current rows it selects can be stale (the others belong to what this run did not compute)."""
     store = ctx.store
+    keys = [key] if isinstance(key, str) else list(key)
     store.ensure(table, schema)
     new = ctx.materialize(f"new_{table}", rows)
     cur = store.read(table)
     cols = [f.name for f in schema.fields if f.name not in ignore]
     # both are read off the current table before either write replaces its files (Parquet tables)
-    changed = ctx.materialize(f"changed_{table}", new.select(*cols).exceptAll(cur.select(*cols)).select(key))
-    stale = ctx.materialize(f"stale_{table}", cur.select(key).join(new.select(key), key, "left_anti"))
+    changed = ctx.materialize(f"changed_{table}", new.select(*cols).exceptAll(cur.select(*cols)).select(*keys))
+    stale = ctx.materialize(f"stale_{table}", (cur if scope is None else cur.where(scope)).select(*keys).join(
+        new.select(*keys), keys, "left_anti"))
     if changed.limit(1).count():
-        store.upsert(table, new.join(changed, key, "left_semi"), [key], schema)
+        store.upsert(table, new.join(changed, keys, "left_semi"), keys, schema)
     if stale.limit(1).count():
-        store.delete_keys(table, stale, [key])
+        store.delete_keys(table, stale, keys)
 
 
 def _json_string(col: str) -> Column:
@@ -515,27 +524,46 @@ def judge_send(ctx: RunContext, artifact: str, inputs: DataFrame, synth: DataFra
     return items, Send(f"judge_{artifact}", jin, "_group")
 
 
-def publish_judged(ctx: RunContext, artifact: str, items: DataFrame, jin: DataFrame) -> None:
-    """judged_<artifact> keeps every item's scores, gold_<artifact> the accepted (items, for
-    stories and QA: a bad item does not sink its list)."""
-    store, cfg = ctx.store, ctx.cfg
+def judge_verdicts(store: TableStore, cfg: LewinConfig, artifact: str, jin: DataFrame) -> DataFrame:
+    """The ok verdicts of ``jin``'s judge prompts under ``cfg`` (its sampling is in the ledger
+    key): ``_judge_key, _verdict, _jv, _jm``."""
     jname = f"judge_{artifact}"
     current = keyed_inputs(cfg, jname, jin).select("ledger_key")
-    verdicts = store.read("llm_ledger").where((F.col("artifact") == jname) & (F.col("status") == "ok")).join(
+    return store.read("llm_ledger").where((F.col("artifact") == jname) & (F.col("status") == "ok")).join(
         current, "ledger_key", "left_semi"
     ).select(F.col("input_id").alias("_judge_key"), F.col("output").alias("_verdict"), F.col("prompt_version").alias("_jv"),
              F.col("model").alias("_jm"))
-    metrics = JUDGE_METRICS[artifact]
-    scores = F.create_map(*[x for m in metrics
-                            for x in (F.lit(m), F.get_json_object("_verdict", f"$.{m}").cast("int"))])
-    others = [m for m in metrics if m != "overall"]
-    accepted = (F.col("scores")["overall"] > cfg.llm.judge_overall_gt)
-    for m in others:
-        accepted = accepted & (F.col("scores")[m] > cfg.llm.judge_others_gt)
+
+
+def verdict_scores(artifact: str) -> Column:
+    """The ``_verdict``'s scores of the artifact's metrics, as a map."""
+    return F.create_map(*[x for m in JUDGE_METRICS[artifact]
+                          for x in (F.lit(m), F.get_json_object("_verdict", f"$.{m}").cast("int"))])
+
+
+def judge_accepts(cfg: LewinConfig, artifact: str, scores: Column) -> Column:
+    """The gold rule: overall > judge_overall_gt and every other score > judge_others_gt."""
+    accepted = scores["overall"] > cfg.llm.judge_overall_gt
+    for m in JUDGE_METRICS[artifact]:
+        if m != "overall":
+            accepted = accepted & (scores[m] > cfg.llm.judge_others_gt)
+    return F.coalesce(accepted, F.lit(False))
+
+
+def publish_judged(ctx: RunContext, artifact: str, items: DataFrame, jin: DataFrame,
+                   gates: DataFrame | None = None) -> None:
+    """judged_<artifact> keeps every item's scores, gold_<artifact> the accepted (items, for
+    stories and QA: a bad item does not sink its list). ``gates``: units failing a signal
+    configured as a gate (``publish_signals``): not accepted, the reason in ``reasons``."""
+    store, cfg = ctx.store, ctx.cfg
+    verdicts = judge_verdicts(store, cfg, artifact, jin)
     judged = items.join(verdicts, "_judge_key").select(
         *[F.col(f.name) for f in T.SYNTH.fields], F.col("_jm").alias("judge_model"), F.col("_jv").alias("judge_prompt_version"),
-        scores.alias("scores"), F.get_json_object("_verdict", "$.reasons").alias("reasons"))
-    judged = judged.withColumn("overall", F.col("scores")["overall"]).withColumn("accepted", F.coalesce(accepted, F.lit(False)))
+        verdict_scores(artifact).alias("scores"), F.get_json_object("_verdict", "$.reasons").alias("reasons"))
+    judged = judged.withColumn("overall", F.col("scores")["overall"]).withColumn(
+        "accepted", judge_accepts(cfg, artifact, F.col("scores")))
+    if gates is not None:
+        judged = S.apply_gates(judged, gates.where(F.col("artifact") == artifact))
     judged = judged.select(*[F.col(f.name).cast(f.dataType) for f in T.JUDGED.fields])
     replace_if_changed(ctx, f"judged_{artifact}", judged, T.JUDGED)
     replace_if_changed(ctx, f"gold_{artifact}", store.read(f"judged_{artifact}").where("accepted"), T.JUDGED)
@@ -602,12 +630,16 @@ def _run_llm(ctx: RunContext, retry_dead: bool) -> LlmResult:
         publish_synth(ctx, a, inputs[a])
     to_judge = {a: judge_send(ctx, a, inputs[a]) for a in arts}
     judged = run_artifacts(ctx, [send for _, send in to_judge.values()], retry_dead)
+    gates, rejudged = publish_signals(ctx, records, to_judge, retry_dead)
     for a, w, j in zip(arts, written, judged):
         items, send = to_judge[a]
-        publish_judged(ctx, a, items, send.inputs)
+        publish_judged(ctx, a, items, send.inputs, gates)
         for res in (w, j):
             res.sent += waves[res.artifact].sent
             res.truncated += waves[res.artifact].truncated
+        if j.artifact in rejudged:  # the judge-agreement sample judged again: sent by this stage too
+            j.sent += rejudged[j.artifact].sent
+            j.truncated += rejudged[j.artifact].truncated
         result.stages += [w, j]
         result.gold[a] = store.count(f"gold_{a}")
     return result
@@ -643,3 +675,66 @@ def _send_waves(ctx: RunContext, inputs: dict[str, DataFrame], arts: list[str], 
             sent[res.artifact].truncated += res.truncated
         ctx.failpoint("after_wave")
     return sent
+
+
+# --- deterministic quality signals on the synthetic data (synth_signals) -----------------------------
+def publish_signals(ctx: RunContext, records: DataFrame, to_judge: dict[str, tuple[DataFrame, Send]],
+                    retry_dead: bool = False) -> tuple[DataFrame | None, dict[str, ArtifactResult]]:
+    """``synth_signals`` for every unit the judges saw (lewin.udfs.synth_signals), merged on
+    (artifact, input_id, signal): a rerun writes nothing. Returns the units failing a signal
+    configured as a gate (``artifact, input_id, _gate_reason``; None when signals are off) and
+    what the judge-agreement sample sent, per judge artifact."""
+    sc, store = ctx.cfg.llm.signals, ctx.store
+    if not sc.enabled or not to_judge:
+        return None, {}
+    with ctx.step("synth_signals"):
+        u = ctx.materialize("signal_units", S.units({a: items for a, (items, _) in to_judge.items()}))
+        nd = sc.near_duplicate
+        opts = MinHashOptions(ngram=nd.ngram, bands=nd.bands, rows=nd.rows, threshold=nd.threshold, seed=nd.seed)
+        bands = ctx.materialize("signal_bands", map_in_arrow_pooled(
+            u.select("unit_key", "text"), functools.partial(S.band_keys_batch, opts=opts), S.BANDS_SCHEMA,
+            store.engine.python_workers))
+        sources = S.user_sources(records.join(u.select("source", "user_id").distinct(), KEYS, "left_semi"))
+        rows = S.deterministic_signals(u, bands, sources, sc, _limits(ctx.cfg), opts)
+        pairs, rejudged = judge_agreement_pairs(ctx, to_judge, retry_dead)
+        if pairs is not None:
+            ja = sc.judge_agreement
+            rows = rows.unionByName(S.judge_agreement(pairs, ja.min_agreement, ja.mode))
+        mine = F.col("artifact").isin(list(to_judge))
+        replace_if_changed(ctx, "synth_signals", S.stamp(rows, ctx.run_id, datetime.now(timezone.utc)), T.SYNTH_SIGNALS,
+                           key=S.SIGNAL_KEY, ignore=("run_id", "computed_at"), scope=mine)
+        gates = ctx.materialize("signal_gates", S.gate_failures(store.read("synth_signals").where(mine), u))
+        return gates, {r.artifact: r for r in rejudged}
+
+
+def judge_agreement_pairs(ctx: RunContext, to_judge: dict[str, tuple[DataFrame, Send]],
+                          retry_dead: bool = False) -> tuple[DataFrame | None, list[ArtifactResult]]:
+    """A seeded sample of judged items (``llm.signals.judge_agreement``) judged again through the
+    ledger with sampling seed + ``seed_offset`` (another ledger key: a rerun sends nothing), and
+    every current item with both verdicts: ``artifact, input_id, user_id, source, overall,
+    accepted, overall_2, accepted_2`` (None when off); what the second judging sent."""
+    ja, cfg = ctx.cfg.llm.signals.judge_agreement, ctx.cfg
+    if not ja.max_items or not ja.share:
+        return None, []
+    other = cfg.model_copy(deep=True)
+    other.llm.sampling.seed = cfg.llm.sampling.seed + ja.seed_offset
+    alt = copy.copy(ctx)  # the same run, scratch tables and progress; the other seed
+    alt.cfg = other
+
+    def scored(c: LewinConfig, a: str, suffix: str = "") -> DataFrame:
+        items, send = to_judge[a]
+        v = judge_verdicts(ctx.store, c, a, send.inputs).withColumn("_s", verdict_scores(a))
+        return items.join(v, "_judge_key").select(
+            F.lit(a).alias("artifact"), "input_id", "user_id", "source", F.col("_judge_key").alias("unit_key"),
+            F.col("_s")["overall"].alias(f"overall{suffix}"), judge_accepts(c, a, F.col("_s")).alias(f"accepted{suffix}"))
+
+    first = ctx.materialize("agreement_first", functools.reduce(DataFrame.unionByName, [scored(cfg, a) for a in to_judge]))
+    sample = ctx.materialize("agreement_sample", S.agreement_sample(first, ja.share, ja.max_items, ja.seed))
+    sends = [Send(send.artifact, send.inputs.join(sample.where(F.col("artifact") == a).select(
+        F.col("unit_key").alias("input_id")), "input_id", "left_semi"), send.group) for a, (_, send) in to_judge.items()]
+    arts = [s.artifact for s in sends]
+    # usually all in the ledger already: one probe instead of run_artifacts' staging
+    todo = pending_prompts(ctx.store, send_frame(other, sends), arts, retry_dead, ctx.run_id).limit(1).count()
+    sent = run_artifacts(alt, sends, retry_dead) if todo else []
+    second = functools.reduce(DataFrame.unionByName, [scored(other, a, "_2") for a in to_judge])
+    return first.join(second.select("unit_key", "overall_2", "accepted_2"), "unit_key").drop("unit_key"), sent

@@ -569,6 +569,92 @@ class DistillConfig(_Strict):
         return band
 
 
+SignalMode = Literal["report", "gate"]
+
+
+class _Signal(_Strict):
+    mode: SignalMode = "report"
+    """report: written to ``synth_signals`` only; gate: a unit (output, story or QA item) that
+    fails it is not gold (``judged_<artifact>.accepted`` false, the reason in ``reasons``)."""
+
+
+class LengthWordsSignal(_Signal):
+    """``length_words``: the bounds are the paper's word limits already configured
+    (persona < ``llm.persona_max_words``, profile ``llm.profile_min_words``-``llm.profile_max_words``);
+    the other artifacts are reported without bound (never gated)."""
+
+    mode: SignalMode = "gate"
+
+
+class QaLeakageSignal(_Signal):
+    """``qa_leakage``: share of a QA answer's distinct word n-grams found in its scenario + question."""
+
+    ngram: int = Field(3, ge=1, le=8)
+    max_share: float = Field(0.5, ge=0, le=1)
+    """Passed when the share is at most this."""
+
+
+class UnsupportedEntitiesSignal(_Signal):
+    """``unsupported_entities``: names, places, organisations and numbers of a persona, profile or
+    story that occur nowhere in the user's records."""
+
+    max_count: int = Field(0, ge=0)
+    """Passed when at most this many are unsupported."""
+
+
+class DistinctSignal(_Signal):
+    """``distinct_1`` / ``distinct_2`` over a user's outputs of an artifact (and across users)."""
+
+    min: float | None = Field(None, ge=0, le=1)
+    """Passed when at least this (None: reported without bound; a gate needs one)."""
+
+    @model_validator(mode="after")
+    def _gate_needs_bound(self):
+        if self.mode == "gate" and self.min is None:
+            raise ValueError("mode: gate needs min (the bound a user's distinct-n must reach)")
+        return self
+
+
+class NearDuplicateSignal(_Signal):
+    """``near_duplicate``: curation's MinHash machinery (``curate.dedup.near``'s defaults) over
+    the units of an artifact; a unit with a verified Jaccard >= threshold to another user's is one."""
+
+    ngram: int = Field(5, ge=1, le=32)
+    bands: int = Field(20, ge=1, le=512)
+    rows: int = Field(5, ge=1, le=64)
+    threshold: float = Field(0.8, gt=0, le=1)
+    seed: int = Field(1, ge=0)
+
+
+class JudgeAgreementSignal(_Signal):
+    """``judge_agreement``: a seeded sample of judged items judged again through the ledger with
+    sampling seed ``llm.sampling.seed + seed_offset`` (another ledger key, so a rerun sends nothing)."""
+
+    share: float = Field(0.05, ge=0, le=1)
+    """Items whose seeded hash falls in this share are eligible."""
+    max_items: int = Field(0, ge=0)
+    """Re-judged items (the eligible ones with the lowest hash, one artifact after another); 0: off
+    (the paper re-judges nothing). The demo profile: 6, share 1."""
+    seed: int = 0
+    """Picks the sample."""
+    seed_offset: int = Field(1, ge=1)
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    """Bound of the artifact-level row (share of items whose accept decisions agree); None: reported only."""
+
+
+class SynthSignalsConfig(_Strict):
+    """Deterministic quality signals on the synthetic data (``synth_signals``, lewin.udfs.synth_signals)."""
+
+    enabled: bool = True
+    length_words: LengthWordsSignal = Field(default_factory=LengthWordsSignal)
+    qa_leakage: QaLeakageSignal = Field(default_factory=QaLeakageSignal)
+    unsupported_entities: UnsupportedEntitiesSignal = Field(default_factory=UnsupportedEntitiesSignal)
+    distinct_1: DistinctSignal = Field(default_factory=DistinctSignal)
+    distinct_2: DistinctSignal = Field(default_factory=DistinctSignal)
+    near_duplicate: NearDuplicateSignal = Field(default_factory=NearDuplicateSignal)
+    judge_agreement: JudgeAgreementSignal = Field(default_factory=JudgeAgreementSignal)
+
+
 class LlmConfig(_Strict):
     enabled: bool = True
     profile: Literal["paper", "demo"] = "paper"
@@ -635,6 +721,8 @@ class LlmConfig(_Strict):
     (256 users of ~3 K tokens of prompts and replies: under 1 M tokens of KV cache)."""
     max_attempts: int = Field(3, ge=1)
     """A prompt that keeps failing becomes a dead letter after this many attempts."""
+    signals: SynthSignalsConfig = Field(default_factory=SynthSignalsConfig)
+    """Deterministic quality signals on the synthetic data (``synth_signals``) and the gates among them."""
 
     @property
     def reply_budgets(self) -> dict[str, int]:

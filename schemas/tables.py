@@ -490,3 +490,24 @@ JUDGED = StructType(
         _f("accepted", BooleanType(), False),
     ]
 )
+
+# Deterministic quality signals on the synthetic data (lewin.udfs.synth_signals), long format: one
+# row per (artifact, input_id, signal), merged on that key (a rerun changes nothing). input_id is
+# the judged unit's (an output, or "<input>#<n>" for a story / QA item), "<source>:<user_id>" for
+# per-user signals, "*" for an artifact's aggregate (user_id and source null).
+SYNTH_SIGNALS = StructType(
+    [
+        _f("artifact", StringType(), False),
+        _f("input_id", StringType(), False),
+        _f("user_id", StringType()),
+        _f("source", StringType()),
+        _f("signal", StringType(), False),  # length_words | qa_leakage | unsupported_entities | distinct_1 | …
+        _f("value", DoubleType()),
+        _f("bound", StringType()),  # the threshold as text ("<100 words", "<=0.5"); null: reported only
+        _f("passed", BooleanType()),  # null without bound
+        _f("gate", BooleanType(), False),  # configured as a gold gate (llm.signals.<signal>.mode: gate)
+        _f("detail", StringType()),  # e.g. the leaked n-grams, the unsupported entities
+        _f("run_id", StringType(), False),
+        _f("computed_at", TimestampType(), False),
+    ]
+)
