@@ -444,10 +444,54 @@ def _print_status(store) -> None:
 
 
 @app.command()
+def forget(
+    user: list[str] = typer.Option([], "--user", "-u", help="SOURCE:ID of a user to erase, e.g. reddit:some_author (repeatable; case ignored)."),
+    file: Optional[str] = typer.Option(None, "--file", help="A file with one SOURCE:ID per line (blank lines and # comments skipped)."),
+    vacuum: bool = typer.Option(False, "--vacuum", help="Also remove older data files and Delta log history of the tables forget handles (no time travel to before the erasure)."),
+) -> None:
+    """Erase users from every table and file downstream of ingest; record them, hashed, so that ingest keeps them out."""
+    from rich.markup import escape
+
+    from lewin.jobs.forget import ErasureKeyMismatch, forget as forget_users, parse_user_ids, read_user_file
+
+    cfg = _load()
+    lines: list[str] = []
+    option = "--user"
+    try:  # each list checked on its own, so an error names its option and position (never the id)
+        if user:
+            parse_user_ids(user)
+        if file:
+            option = "--file"
+            lines = read_user_file(file)
+            parse_user_ids(lines)
+    except (ValueError, OSError) as exc:
+        err_console.print(f"[bold red]error:[/] {option}: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    if not user and not file:
+        err_console.print("[bold red]error:[/] give --user SOURCE:ID (repeatable) or --file F")
+        raise typer.Exit(code=2)
+    with _store(cfg) as store:
+        try:
+            r = forget_users(store, cfg, [*user, *lines], vacuum)
+        except (ValueError, ErasureKeyMismatch) as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(code=2) from None
+    # counts only: the ids are what is being erased
+    deleted = ", ".join(f"{k}={v}" for k, v in sorted(r.deleted.items())) or "nothing"
+    console.print(f"[bold]forget[/]: {r.requested} users asked for, {r.newly_erased} newly erased, "
+                  f"{r.already_erased} erased before, {r.users_found} found in the tables; deleted rows: {deleted}; "
+                  f"{r.dependent_samples} dependent samples, {r.mcq_options_replaced} MCQ options replaced, "
+                  f"{r.mcq_items_dropped} questions dropped; shards {'rewritten' if r.shards_rewritten else 'unchanged'}"
+                  + (f"; vacuumed {len(r.vacuumed)} tables" if vacuum else ""), soft_wrap=True)
+    for table, why in sorted(r.not_vacuumed.items()):
+        console.print(f"  not vacuumed: {table}: {why}", soft_wrap=True)
+
+
+@app.command()
 def status() -> None:
     """Funnel per stage and source, quarantine reasons, table row counts."""
     cfg = _load()
-    with _store(cfg) as store:
+    with _store(cfg, write=False) as store:
         _print_status(store)
 
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 import pyarrow as pa
+from lewin.jobs.forget import ERASED_REASON, erasure_guard
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
@@ -59,6 +60,8 @@ class IngestResult:
     kept: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    erased: int = 0
+    """Records of erased users (``lewin forget``), dropped: the funnel's ``rejected``."""
     kept_by_table: dict[str, int] = field(default_factory=dict)
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     seconds_by_step: dict[str, float] = field(default_factory=dict)
@@ -180,7 +183,7 @@ def read_files(store: TableStore, files: list[InputFile], opts: ReaderOptions) -
 
 def _quarantine_rows(staged: DataFrame, source: str, run_id: str, started: datetime, raw_max: int) -> DataFrame:
     raw = F.col("raw")
-    return staged.where(F.col("_reason").isNotNull() & (F.col("_reason") != "blank_line")).select(
+    return staged.where(F.col("_reason").isNotNull() & ~F.col("_reason").isin("blank_line", ERASED_REASON)).select(
         stable_id(F.lit(source), "file", F.col("line").cast("string"), F.col("item").cast("string"), chars=32).alias("quarantine_id"),
         F.lit(source).alias("source"),
         F.col("file"),
@@ -204,7 +207,7 @@ def _dedup(rows: DataFrame) -> DataFrame:
 class IngestStage(Stage):
     name = "ingest"
     summary = "raw dump files of one source -> bronze tables; bad records -> quarantine"
-    reads = ("ingest_log", "bronze_*", "quarantine")  # insert_new reads the table it merges into
+    reads = ("ingest_log", "bronze_*", "quarantine", "erasures")  # insert_new reads the table it merges into
     writes = ("bronze_*", "quarantine", "ingest_log")
     per_source = True
 
@@ -279,6 +282,7 @@ def ingest_files(ctx: RunContext, source: str, new_files: list[InputFile], resul
     reasons: Counter = Counter()
     done_files = 0
     files_task = ctx.progress.task(f"ingest {source}", "files", len(new_files))
+    guard = erasure_guard(store, cfg, source)  # erased users (lewin forget): None when there are none
 
     for batch in _batches(new_files, ic.batch_max_files, ic.batch_max_bytes):
         clock = time.perf_counter()
@@ -286,6 +290,8 @@ def ingest_files(ctx: RunContext, source: str, new_files: list[InputFile], resul
         # Materialise once: every later step (MERGEs, counts) reads the staged rows, not the files.
         staged = ctx.materialize("batch", wide.select(*bronze.wide_columns(source), "file", "line", "item", "raw",
                                                      "_table", "_reason", "_detail"))
+        if guard is not None:  # their records are dropped, counted as erased_user, never written
+            staged = guard.mark(ctx, staged)
         clock = result.timed("read_parse_stage", clock)
         groups = (
             staged.groupBy("file", "_table", "_reason")
@@ -303,6 +309,8 @@ def ingest_files(ctx: RunContext, source: str, new_files: list[InputFile], resul
             per_file_records[g["file"]] += g["n"]
             if g["_reason"] is None:
                 good_by_table[g["_table"]] += g["n"]
+            elif g["_reason"] == ERASED_REASON:
+                result.erased += g["n"]
             else:
                 reasons[g["_reason"]] += g["n"]
                 result.quarantined += g["n"]

@@ -218,10 +218,24 @@ RUNS = StructType(
     ]
 )
 
+# One row per erased user (`lewin forget`, lewin.jobs.forget): a keyed hash of the user, never the
+# id itself. Ingest drops the records of every user listed here (counted as `erased_user`), so a
+# re-ingest of an old dump does not bring them back.
+ERASURES = StructType(
+    [
+        _f("erasure_id", StringType(), False),  # sha256 of (erasure key, source, user id), both lower-cased
+        _f("source", StringType(), False),
+        _f("key_fingerprint", StringType(), False),  # the key that hashed it: ingest refuses to run under another
+        _f("run_id", StringType(), False),
+        _f("erased_at", TimestampType(), False),
+    ]
+)
+
 OPS_TABLES: dict[str, StructType] = {
     "quarantine": QUARANTINE,
     "ingest_log": INGEST_LOG,
     "runs": RUNS,
+    "erasures": ERASURES,
 }
 
 # --- silver: curated records of every source, one schema -------------------------------------------
