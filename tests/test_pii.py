@@ -107,15 +107,138 @@ def test_hard_negatives_stay(scrubber):
     assert out["text"] == text and out["pii_spans"] == []
 
 
-def test_evaluation_set_labels_and_recall(scrubber):
-    docs = build(SHARED_DATA if SHARED_DATA.is_dir() else None, n_generated=40)
+@pytest.mark.parametrize("seed", [7, 11])
+def test_evaluation_set_labels_and_recall(scrubber, seed):
+    """A seeded slice of the evaluation set (40 generated posts, the hand-labelled real ones when
+    ../shared/data is there): PERSON recall at least 0.95 with reasonable precision."""
+    docs = build(SHARED_DATA if SHARED_DATA.is_dir() else None, n_generated=40, seed=seed)
     assert all(d.text[s:e] for d in docs for s, e, _ in d.gold)
     det = pii.detector(scrubber.entities, scrubber.spacy_model, scrubber.ner_window)
     preds = [[(f.start, f.end, f.etype) for f in pii.resolve(fs, dict(scrubber.min_score))] for fs in det.detect([d.text for d in docs])]
     res = score(docs, preds)
     for t in ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN"):
         assert res[t]["recall"] == 1.0, (t, res[t])
-    assert res["PERSON"]["recall"] >= 0.7
+    assert res["PERSON"]["recall"] >= 0.95, res["PERSON"]
+    assert res["PERSON"]["precision"] >= 0.75, res["PERSON"]
+
+
+@pytest.fixture(scope="module")
+def det(scrubber):
+    return pii.detector(scrubber.entities, scrubber.spacy_model, scrubber.ner_window)
+
+
+def _persons(det, text: str) -> list[str]:
+    return [text[f.start:f.end] for f in pii.resolve(det.detect([text])[0], {}) if f.etype == "PERSON"]
+
+
+# Names the small NER model alone misses or labels otherwise (shown after each), found by a cue.
+@pytest.mark.parametrize("text, names", [
+    # a relationship noun or title before: any capitalised word (NER: ORG; nothing)
+    ("My boss, Tamás, gave me Friday off.", ["Tamás"]),
+    ("Mrs Hope marked the tests.", ["Hope"]),
+    # a verb that takes a person, after (NER: nothing) or before (GPE, for a word it never saw)
+    ("The rain stopped. Ozioma woke up early and made tea.", ["Ozioma"]),
+    ("Our landlord is nice. We asked Nkechi for the keys.", ["Nkechi"]),
+    ("Me and Cecilia at the beach, summer 2019.", ["Cecilia"]),
+    ("The dog barked. Lucie and I finished the puzzle.", ["Lucie"]),
+    # a possessive of a person's things, with a common word as the name (NER: ORG)
+    ("We stayed at Grace's place for the weekend.", ["Grace"]),
+    # a preposition after a word that takes a person (NER: ORG; nothing), and a first name that is
+    # also a word grown into the name
+    ("Got a lovely card from Patience Ekwueme today.", ["Patience Ekwueme"]),
+    ("We went out with Faith Nwachukwu last night.", ["Faith Nwachukwu"]),  # "with" reaches past "Faith"
+    ("So proud of Nonjabulo today.", ["Nonjabulo"]),
+    # salutations, sign-offs, a signature, a vocative, a handle (NER: nothing; ORG)
+    ("Dear Kosisochukwu, thank you for the flowers.", ["Kosisochukwu"]),
+    ("Thanks, Habiba! See you soon.", ["Habiba"]),
+    ("Love you all.\n— Ranveer", ["Ranveer"]),
+    ("Ikin, if you're reading this, I'm sorry.", ["Ikin"]),
+    ("Ozioma from work invited me to the wedding.", ["Ozioma"]),
+    ("Thanks @jen_k99 for the tip!", ["@jen_k99"]),
+    ("It rained all week.  Be back soon!  Nkechi", ["Nkechi"]),
+    ("Lord give unto me Your great power That I may stand by You eternally  andrew.", ["andrew"]),
+    # two names before a plural verb (NER: nothing, GPE)
+    ("Then Ozioma and Ifunanya are getting married in June.", ["Ozioma", "Ifunanya"]),
+    # a verb often taken by a person, for a word NER calls ORG
+    ("Davee had her birthday party on Saturday.", ["Davee"]),
+    # ... and the cases where it takes a person: a common word may then be the name (NER: nothing, ORG)
+    ("Then Joy called me back and apologised.", ["Joy"]),
+    ("I had coffee with Viola yesterday.", ["Viola"]),
+    # a name NER splits at a hyphen (NER: ORG)
+    ("I had coffee with Heinz-Günter Löchel yesterday.", ["Heinz-Günter Löchel"]),
+])
+def test_names_found_by_context(det, text, names):
+    assert _persons(det, text) == names
+
+
+def test_names_spread_to_lists_and_other_mentions(det):
+    # a list with a name in it (NER: ORG and GPE for the other members)
+    assert _persons(det, "We read the book on Sontag and Kael last week.") == ["Sontag", "Kael"]
+    assert _persons(det, "My neighbour Ozioma, Ifunanya and Chiamaka came over.") == ["Ozioma", "Ifunanya", "Chiamaka"]
+    # a name found once is found everywhere ("for Davee" has no cue), surnames at a sentence start too
+    assert _persons(det, "Davee had her birthday party on Saturday. The cake was for Davee.") == ["Davee", "Davee"]
+    text = "Pfc. Jason N. Lynch, 21, died in June. Lynch was assigned to the 1st Battalion."
+    assert _persons(det, text) == ["Jason N. Lynch", "Lynch"]
+
+
+def test_lower_case_writers(det):
+    text = ("ugh today was long. i had coffee with ngozi and then i texted tamsin about it. i want to call kadie, "
+            "leah and sam tomorrow.")
+    assert _persons(det, text) == ["ngozi", "tamsin", "kadie", "leah", "sam"]
+    assert _persons(det, "happy birthday ozioma :)") == ["ozioma"]  # all lower case: read as such
+    assert _persons(det, "i think ozioma was right after all.") == ["ozioma"]  # two weak cues make one
+    # a lower-case word after a cue that only often takes a person is no name ("like kratom")
+    assert _persons(det, "i also use kratom and it feels like kratom withdrawal when i stop.") == []
+
+
+@pytest.mark.parametrize("text", [
+    "Work has been exhausting this month.",  # a common word, before "has"
+    "Thunder woke me up at 3am. Music helped me through it.",  # common words opening a sentence, even on
+    "Honestly, if you ask me, it was fine.",  # ... a cue that takes a person, or on a vocative
+    "Hey Handsome, how are you?",  # a greeting says it to common words too
+    "The queue was long. We had lunch with Microsoft recruiters.",  # a word NER knows as ORG, in person slots too
+    "Christmas in New York was lovely this year.",  # a place NER knows
+    "New York was lovely this year.",  # ... read as the whole entity ("York" alone reads as a name)
+    "I binge-watched Breaking Bad over Easter.",  # NER's PERSON made of common words, with no cue
+    "I am so tired. Ugh. Zzzzzz",  # NER's PERSON, a syllable repeated
+    "In the end we did it with Honesty and Patience.",  # common words on a cue that only often takes a person
+    "We bought the gummies online. Gummies were cheap and Gummies has a shop.",  # spelled in lower case too
+])
+def test_context_gates_keep_common_words_and_known_names_of_things(det, text):
+    assert _persons(det, text) == []
+
+
+def test_common_word_list_holds_no_proper_nouns_and_no_names_of_the_evaluation():
+    """The scrubber's only word list is common English words in lower case (a known-word test);
+    no list in the scrubber holds the evaluation's names."""
+    from lewin.udfs.pii_eval import FIRST, LAST, REAL_NAMES
+
+    words = pii._common_words()
+    assert len(words) > 30_000 and all(w.isalpha() and w.islower() for w in words)
+    source = (Path(pii.__file__)).read_text(encoding="utf-8")
+    for name in FIRST + LAST + [n for names in REAL_NAMES.values() for n in names]:
+        for token in re.findall(r"\w{3,}", name):
+            assert not re.search(rf"\b{token}\b", source, re.I), token
+
+
+def test_ner_runs_without_the_unused_tok2vec_and_phones_are_read_where_digits_are(det):
+    # the small model's NER has its own tok2vec: the shared one (for tagger and parser) is not run
+    assert det.nlp.pipe_names == ["ner"]
+    assert _persons(det, "Yesterday I met Oluwaseun Adeyemi at the market.") == ["Oluwaseun Adeyemi"]
+    # the phone matcher reads only the stretches around 7+ digits, with the same result as on the text
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    rec = PhoneRecognizer()
+    for text in ("Call (415) 555-0142 ext. 12 now, not 2019.", "On 12/05/2021 at 10:30 call 020 7946 0958 or +49 30 1234567.",
+                 "pp. 123-4567 of the book", "tel:+14155550142 and 4539 1488 0343 6467 and 203.0.113.57", "no digits"):
+        full = sorted((r.start, r.end) for r in rec.analyze(text, ["PHONE_NUMBER"]))
+        parts = sorted((s + r.start, s + r.end) for s, e in pii._phone_stretches(text)
+                       for r in rec.analyze(text[s:e], ["PHONE_NUMBER"]))
+        assert parts == full, text
+    assert pii._phone_stretches("It cost $1,249.99 in 2019 and 5 ft 10.") == []
+    # a run a card number (or IBAN, SSN, ...) already holds is not read again: they win where they overlap
+    card = "My card 4539 1488 0343 6467 was charged."
+    assert pii._phone_stretches(card) and pii._phone_stretches(card, [pii.Found(8, 27, "CREDIT_CARD", 1.0)]) == []
 
 
 def _fresh_store(engine, root: Path):

@@ -6,6 +6,9 @@ dates, versions, order numbers, capitalised titles). The injected values come fr
 generators written here, not from anything the scrubber uses: names are deliberately varied
 (West African, Māori, Irish, Turkish, Slavic, Nordic, South Asian, Chinese, Quechua, rare
 English), built by hand rather than taken from Faker, which the scrubber uses for surrogates.
+The scrubber finds names by NER and context, with no list of names: its one word list
+(``pii_common_words.txt``) holds common English words in lower case, and a test checks that no
+name of this set appears in its code.
 The real posts keep the names their writers used (lower-case ones included): those are labelled
 by hand below and count like injected ones.
 """
