@@ -1,4 +1,4 @@
-"""The ``lewin`` command line: run, ingest, status, sql, config show."""
+"""The ``lewin`` command line: run, ingest, status, report, sql, forget, config show."""
 
 from __future__ import annotations
 
@@ -352,18 +352,45 @@ def run(
             for s, paths in sources_under(data).items():
                 plan.setdefault(s, []).extend(paths)
         except (FileNotFoundError, ImportError, ValueError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
+            err_console.print(f"[bold red]error:[/] --data: {exc}")
             raise typer.Exit(code=2) from None
     if not plan:
         err_console.print(f"[bold red]error:[/] no source folders ({', '.join(SOURCES)}) under {data}")
         raise typer.Exit(code=2)
     _require_llm_engines(cfg)
-    with _store(cfg) as store:
+    from lewin.jobs.preflight import config_inputs
+
+    with _store(cfg, inputs=config_inputs(cfg)) as store:
         for stage in registry.plan(cfg, plan):
             _execute(store, cfg, stage)
         _print_status(store)
+        _write_report(store, cfg, None)
     console.print(f"tables are in {cfg.storage.root_location}  "
                   "(try: lewin sql \"SELECT source, user_id, n_records FROM users WHERE n_records >= 8\")")
+
+
+def _write_report(store, cfg: LewinConfig, out: Optional[str]):
+    from lewin.jobs.report import write_report
+
+    r = write_report(store, cfg, out)
+    console.print(f"report: {r.path} ({len(r.sections)} sections, {len(r.charts)} charts, {r.bytes / 1e6:.1f} MB, "
+                  f"{r.seconds:.1f}s)" + (f"; tables not there yet: {', '.join(r.missing_tables)}" if r.missing_tables else ""),
+                  soft_wrap=True)
+    for sid, err in sorted(r.errors.items()):
+        err_console.print(f"[bold red]report section {sid} failed:[/] {err}", soft_wrap=True)
+    return r
+
+
+@app.command()
+def report(
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Where to write the HTML file (default: <storage.root>/report.html; a path or URL)."),
+) -> None:
+    """One self-contained HTML report of the current tables: funnel, distributions, LLM stages, shards, quality signals."""
+    cfg = _load()
+    with _store(cfg, write=False) as store:
+        r = _write_report(store, cfg, out)
+    if r.errors:
+        raise typer.Exit(code=1)
 
 
 def _print_status(store) -> None:
