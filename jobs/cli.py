@@ -23,6 +23,9 @@ from lewin.schemas.config import LLM_ARTIFACTS, SOURCES, ConfigError, LewinConfi
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Lewin: per-user curation of UGC dumps on Spark.")
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+patterns_app = typer.Typer(help="The second recipe: psychological patterns -> bundles -> scenes -> conversations "
+                           "-> dual-level checklists -> role-play shards.", no_args_is_help=True)
+app.add_typer(patterns_app, name="patterns")
 console = Console()
 err_console = Console(stderr=True)
 log = logging.getLogger("lewin")
@@ -393,6 +396,41 @@ def report(
         raise typer.Exit(code=1)
 
 
+@patterns_app.command("run")
+def patterns_run(
+    retry_dead: bool = typer.Option(False, "--retry-dead", help="Give dead letters a fresh set of attempts."),
+) -> None:
+    """Run the second recipe end to end (resumable through llm_ledger): library, bundles, scenes,
+    conversations, checklists and judges, role-play shards. On the starter library without a
+    profile set, the 'demo' profile (few bundles, relaxed gates) for the tiny CPU model."""
+    from lewin.jobs.patterns import PATTERN_STAGES, RoleplayEmitStage
+    from lewin.udfs.patterns import PatternLibraryError, load_library
+
+    cfg = _load()
+    if cfg.patterns.library is None and "profile" not in cfg.patterns.model_fields_set:
+        tree = cfg.model_dump(exclude_unset=True)
+        tree["patterns"] = {**tree.get("patterns", {}), "profile": "demo"}
+        cfg = LewinConfig.model_validate(tree)
+        console.print(f"the starter pattern library with the 'demo' profile ({cfg.patterns.bundles} bundles, "
+                      "relaxed gates); see the README")
+    try:
+        load_library(cfg.patterns.library)  # a bad library stops here, before any engine starts
+    except PatternLibraryError as exc:
+        err_console.print(f"[bold red]error:[/] patterns.library: {exc}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    _require_llm_engines(cfg)
+    inputs = [("patterns.literature_dir", cfg.patterns.literature_dir)] if cfg.patterns.literature_dir else []
+    with _store(cfg, inputs=inputs) as store:
+        for cls in PATTERN_STAGES:
+            stage = cls() if cls is RoleplayEmitStage else cls(retry_dead)
+            for f in stage.execute(store, cfg):
+                console.print(f"[bold]{f.stage}[/]: {f.records_in} in, {f.kept} kept, {f.rejected} rejected"
+                              + (f", {f.duplicates} duplicates" if f.duplicates else ""), soft_wrap=True)
+        r = stage.result
+        console.print(f"role-play shards: {r.samples} from {r.conversations} gold conversations -> {r.out_dir}",
+                      soft_wrap=True)
+
+
 def _print_status(store) -> None:
     from pyspark.sql import functions as F
 
@@ -410,9 +448,9 @@ def _print_status(store) -> None:
             .orderBy("stage", "source")
             .collect()
         )
-        from lewin.jobs.registry import STAGES
+        from lewin.jobs.registry import PIPELINES
 
-        order = {s.name: i for i, s in enumerate(STAGES)}
+        order = {s.name: i for i, s in enumerate(s for stages in PIPELINES.values() for s in stages)}
         latest = sorted(latest, key=lambda r: (order.get(r["stage"], len(order)), r["source"]))
         t = Table(title="funnel (all runs): in = kept + dup + rejected + quarantined")
         for c in ("stage", "source", "runs", "files", "in", "kept", "dup", "rejected", "quarantined"):
@@ -462,7 +500,9 @@ def _print_status(store) -> None:
     t.add_column("rows", justify="right")
     t.add_column("version", justify="right")
     names = list(T.BRONZE_TABLES) + list(T.SILVER_TABLES) + list(T.PII_TABLES) + ["llm_ledger", "label_models"] + [
-        f"{kind}_{a}" for a in LLM_ARTIFACTS for kind in ("synth", "judged", "gold")] + ["synth_signals"] + list(T.OPS_TABLES)
+        f"{kind}_{a}" for a in LLM_ARTIFACTS for kind in ("synth", "judged", "gold")] + ["synth_signals"] + list(T.OPS_TABLES) + [
+        "patterns", "pattern_bundles", "pattern_scenes", "pattern_conversations", "pattern_checklists", "pattern_judged",
+        "roleplay_samples"]
     for name in names:
         if store.exists(name):
             v = store.version(name)

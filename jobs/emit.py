@@ -304,29 +304,38 @@ def _write_split(store: TableStore, cfg: LewinConfig, split: str, root: Path) ->
     for i in range(n_shards):
         part = rows.where(F.col("_shard") == i).select(*tasks.SHARD_COLUMNS).orderBy("sample_id")
         table = pa.Table.from_pylist([r.asDict(recursive=True) for r in part.collect()], schema=_ARROW_SHARD)
-        for kind in ("parquet", "jsonl"):
-            path = root / split / kind / f"part-{i:05d}.{kind}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if kind == "parquet":
-                pq.write_table(table, path, compression="zstd")
-            else:
-                with open(path, "w", encoding="utf-8", newline="\n") as f:
-                    for rec in table.to_pylist():
-                        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            files.append({"path": str(path.relative_to(root)), "rows": table.num_rows, "bytes": path.stat().st_size,
-                          "sha256": _sha256(path)})
+        files += _write_part(table, root, split, i)
     return files
 
 
-def dataset_info(splits: list[str]) -> dict:
-    """LlamaFactory's registry: sharegpt formatting over the `messages` column."""
+def _write_part(table: pa.Table, root: Path, split: str, i: int) -> list[dict]:
+    """One shard as ``<split>/parquet/part-<i>.parquet`` and ``<split>/jsonl/part-<i>.jsonl``, with
+    the manifest's entry (path, rows, bytes, sha256) of each."""
+    files = []
+    for kind in ("parquet", "jsonl"):
+        path = root / split / kind / f"part-{i:05d}.{kind}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "parquet":
+            pq.write_table(table, path, compression="zstd")
+        else:
+            with open(path, "w", encoding="utf-8", newline="\n") as f:
+                for rec in table.to_pylist():
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        files.append({"path": str(path.relative_to(root)), "rows": table.num_rows, "bytes": path.stat().st_size,
+                      "sha256": _sha256(path)})
+    return files
+
+
+def dataset_info(splits: list[str], name: str = "lewin") -> dict:
+    """LlamaFactory's registry: sharegpt formatting over the `messages` column, one entry per
+    split and format (``<name>_<split>``, ``<name>_<split>_jsonl``)."""
     entry = lambda folder: {"file_name": folder, "formatting": "sharegpt", "columns": {"messages": "messages"},  # noqa: E731
                             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                      "assistant_tag": "assistant", "system_tag": "system"}}
     info = {}
     for s in splits:
-        info[f"lewin_{s}"] = entry(f"{s}/parquet")
-        info[f"lewin_{s}_jsonl"] = entry(f"{s}/jsonl")
+        info[f"{name}_{s}"] = entry(f"{s}/parquet")
+        info[f"{name}_{s}_jsonl"] = entry(f"{s}/jsonl")
     return info
 
 
@@ -345,9 +354,19 @@ def _code_version() -> str:
 
 def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: EmitResult) -> str:
     final = out_dir(cfg)
-    # built in a local folder (beside the output when it is local, so the swap is a rename)
-    staging = Path(final + ".tmp") if fs.scheme(final) is None else Path(tempfile.mkdtemp(prefix="lewin-emit-"))
+    staging = _staging(final)
     _write_tree(store, cfg, items, result, staging)
+    return _publish(staging, final)
+
+
+def _staging(final: str) -> Path:
+    # built in a local folder (beside the output when it is local, so the swap is a rename)
+    return Path(final + ".tmp") if fs.scheme(final) is None else Path(tempfile.mkdtemp(prefix="lewin-emit-"))
+
+
+def _publish(staging: Path, final: str) -> str:
+    """Replace ``final`` by the folder built in ``staging``: a rename locally; on an object store
+    the files with ``manifest.json`` last, so a reader who finds a manifest finds every file."""
     if staging.parent == Path(final).parent:
         old = Path(final + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -365,6 +384,27 @@ def write_files(store: TableStore, cfg: LewinConfig, items: list[dict], result: 
         fs.write_bytes(fs.join(final, "manifest.json"), manifest)
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def write_sharegpt_tree(final: str, records: list[dict], *, name: str, manifest: dict) -> str:
+    """A ShareGPT dataset folder like the six tasks' shards (``lewin patterns``' role-play records):
+    ``{train,test}/{parquet,jsonl}/part-00000.*`` of ``records`` (each with ``split`` and
+    ``messages``), ``dataset_info.json`` with the entries ``<name>_<split>`` (LlamaFactory) and
+    ``manifest.json`` with the files' rows, sizes and hashes; replaced whole, like the shards."""
+    staging = _staging(final)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    files = []
+    for split in ("train", "test"):
+        rows = sorted((r for r in records if r["split"] == split), key=lambda r: r["sample_id"])
+        if not rows:
+            continue
+        files += _write_part(pa.Table.from_pylist(rows), staging, split, 0)
+    splits = sorted({f["path"].split("/")[0] for f in files})
+    (staging / "dataset_info.json").write_text(json.dumps(dataset_info(splits, name), indent=2) + "\n", encoding="utf-8")
+    (staging / "manifest.json").write_text(json.dumps({**manifest, "lewin_code_version": _code_version(), "files": files},
+                                                      indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return _publish(staging, final)
 
 
 def _write_tree(store: TableStore, cfg: LewinConfig, items: list[dict], result: EmitResult, tmp: Path) -> None:

@@ -100,7 +100,7 @@ class LlmResult:
 
 def engine_config(cfg: LewinConfig, artifact: str) -> LlmEngineConfig:
     """The judge engine for judge_* artifacts (the writer's when none is configured), else the writer's."""
-    if artifact.startswith("judge_") and cfg.llm.judge_engine is not None:
+    if (artifact.startswith("judge_") or artifact in ("checklist_judge", "holistic_judge")) and cfg.llm.judge_engine is not None:
         return cfg.llm.judge_engine
     return cfg.llm.engine
 
@@ -143,12 +143,20 @@ def _limits(cfg: LewinConfig) -> dict[str, int]:
             "profile_max_words": lc.profile_max_words}
 
 
+def reply_budgets(cfg: LewinConfig) -> dict[str, int]:
+    """max_tokens per artifact: the first recipe's (``llm.reply_budgets``) and the second's (from
+    ``patterns.max_turns`` and ``patterns.checklist_items``)."""
+    from lewin.schemas.patterns import reply_budgets as pattern_budgets
+
+    return {**pattern_budgets(cfg.patterns.max_turns, cfg.patterns.checklist_items), **cfg.llm.reply_budgets}
+
+
 def prompt_options(cfg: LewinConfig, artifact: str = "") -> PromptOptions:
     lc = cfg.llm
     return PromptOptions(
         engine=backend_spec(cfg, artifact),
         sampling=Sampling(lc.sampling.temperature, lc.sampling.top_p, 0, lc.sampling.seed),
-        max_tokens=tuple(sorted(lc.reply_budgets.items())), limits=tuple(sorted(_limits(cfg).items())),
+        max_tokens=tuple(sorted(reply_budgets(cfg).items())), limits=tuple(sorted(_limits(cfg).items())),
         qa_per_record=lc.qa_per_record, record_max_chars=lc.record_max_chars,
         history_max_chars=lc.history_max_chars, max_attempts=lc.max_attempts,
     )
@@ -159,7 +167,7 @@ def params_hash(cfg: LewinConfig, artifact: str) -> str:
     the settings the artifact's prompt uses (so a new QA count does not relabel every record)."""
     lc = cfg.llm
     subject = artifact.removeprefix("judge_")
-    budget = lc.reply_budgets.get("judge" if artifact.startswith("judge_") else artifact)
+    budget = reply_budgets(cfg).get("judge" if artifact.startswith("judge_") else artifact)
     uses: list = [lc.record_max_chars]
     if subject in PER_USER or subject == "user_notes":
         uses += [lc.history_max_chars, _limits(cfg) if subject in PER_USER else None]

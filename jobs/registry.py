@@ -8,6 +8,7 @@ from lewin.jobs.emit import EmitStage
 from lewin.jobs.ingest import IngestStage
 from lewin.jobs.label import LabelStage
 from lewin.jobs.llm import LlmStage
+from lewin.jobs.patterns import PATTERN_STAGES
 from lewin.jobs.scrub import ScrubStage
 from lewin.jobs.stage import Stage
 from lewin.jobs.users import UsersStage
@@ -15,6 +16,8 @@ from lewin.schemas.config import SOURCES, LewinConfig
 
 STAGES: tuple[type[Stage], ...] = (IngestStage, CurateStage, ScrubStage, LabelStage, UsersStage, LlmStage, EmitStage)
 BY_NAME: dict[str, type[Stage]] = {s.name: s for s in STAGES}
+# The second recipe (``lewin patterns run``): its own DAG over its own tables, sharing the ledger.
+PIPELINES: dict[str, tuple[type[Stage], ...]] = {"main": STAGES, "patterns": PATTERN_STAGES}
 
 
 def edges() -> list[tuple[str, str]]:
@@ -23,12 +26,13 @@ def edges() -> list[tuple[str, str]]:
 
 
 def _check_order() -> None:
-    seen: set[str] = set()
-    for s in STAGES:
-        missing = [d for d in s.depends_on if d not in seen]
-        if missing:
-            raise RuntimeError(f"stage {s.name} depends on {missing}, which do not come before it in STAGES")
-        seen.add(s.name)
+    for pipeline, stages in PIPELINES.items():
+        seen: set[str] = set()
+        for s in stages:
+            missing = [d for d in s.depends_on if d not in seen]
+            if missing:
+                raise RuntimeError(f"stage {s.name} depends on {missing}, which do not come before it in {pipeline}")
+            seen.add(s.name)
 
 
 _check_order()

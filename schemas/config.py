@@ -857,6 +857,100 @@ class RunConfig(_Strict):
         return self
 
 
+# --- the second recipe: psychological patterns (lewin patterns, lewin.jobs.patterns) -------------------
+_FRAMEWORKS = [
+    "a project post-mortem at work after a missed deadline",
+    "a family dinner where a decision about an ageing parent must be made",
+    "two flatmates sorting out shared bills and chores",
+    "a job interview that goes off script",
+    "a neighbourhood meeting about a noisy new business",
+    "friends planning a trip whose budget has just doubled",
+    "a teacher and a parent discussing a student's falling grades",
+    "a small start-up deciding whether to pivot",
+    "a hospital waiting room during a long delay",
+    "a sports team after a narrow defeat",
+    "a couple choosing between two job offers in different cities",
+    "a volunteer group whose event was poorly attended",
+]
+
+# The demo profile (lewin patterns run without a config: the tiny CPU model): few bundles of two
+# patterns, the turn order planned by Lewin, relaxed gold thresholds; keys set explicitly win.
+_PATTERNS_DEMO = {"bundles": 3, "bundle_sizes": {2: 1.0}, "turn_plan": "planned", "tight_schemas": True, "max_turns": 12,
+                  "checklist_items": 3, "gold_individual_min": 0.0, "gold_dynamics_min": 0.0}
+
+
+class PatternsConfig(_Strict):
+    """``patterns``: the second recipe (HumanLLM's psychological patterns; README "The second
+    recipe"). Defaults are the paper's where it states a value (2-5 patterns per bundle, 12-20
+    turns, 5 + 5 candidate names); the rest are Lewin's, named as such in the README."""
+
+    profile: Literal["paper", "demo"] = "paper"
+    library: str | None = None
+    """The pattern library, YAML or JSONL (any URL); unset: the shipped starter library
+    (``lewin/udfs/pattern_library.yaml``)."""
+    literature_dir: str | None = None
+    """The paper's literature route: a folder with one sub-folder per pattern (named by its id),
+    holding the texts of its papers (``.txt``/``.md``) and a ``pattern.yaml`` with ``name``,
+    ``type`` and ``references``; the LLM summarises each corpus under the paper's headings.
+    Patterns summarised this way replace library records of the same id."""
+    literature_max_chars: int = Field(60000, ge=1000)
+    """Characters of one pattern's corpus put in the prompt (texts in file-name order, each cut
+    evenly); the engine's context must hold them."""
+    bundles: int = Field(40, ge=0)
+    """Bundles sampled (before the compatibility screen)."""
+    bundle_sizes: dict[int, float] = Field(default_factory=lambda: {2: 0.4, 3: 0.3, 4: 0.2, 5: 0.1})
+    """Patterns per bundle (2-5, the paper's range) and their weights."""
+    relations: list[Literal["reinforce", "conflict", "modulate"]] = Field(
+        default_factory=lambda: ["reinforce", "conflict", "modulate"], min_length=1)
+    frameworks: list[str] = Field(default_factory=lambda: list(_FRAMEWORKS), min_length=1)
+    """Situational frameworks a bundle is placed in (balanced across bundles)."""
+    seed: int = 0
+    """Seeds the bundle sampling and each scenario's candidate names."""
+    screen_bundles: bool = True
+    """Ask the LLM whether a bundle's patterns can act together in its framework; an incoherent
+    bundle is rejected with the model's reason."""
+    name_locales: list[str] = Field(default_factory=lambda: ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT",
+                                                             "nl_NL", "pt_BR", "pl_PL", "sv_SE"], min_length=1)
+    """Faker locales the 5 male and 5 female candidate names of a scenario are drawn across."""
+    min_turns: int = Field(12, ge=2, le=60)
+    max_turns: int = Field(20, ge=2, le=60)
+    turn_plan: Literal["free", "planned"] = "free"
+    """free: the model decides who speaks when (the paper's way; the validator checks opener,
+    closer and turn-taking). planned: Lewin draws a speaker order that meets them and the
+    model writes each turn (the demo profile's, for a model too small to keep the form)."""
+    tight_schemas: bool = False
+    """Decode the free-text fields under word-bounded patterns in the validators' forms (2-4
+    sentences, the @-lines, questions "Does X …?"): for a model too small to end a field by itself
+    (the demo profile's); a strong model writes freely under the plain schema."""
+    checklist_items: int = Field(4, ge=1, le=10)
+    """Yes/no items asked per pattern (individual level) and per scenario (dynamics level)."""
+    gold_individual_min: float = Field(0.75, ge=0, le=1)
+    """Gold: share of the individual-level items (every pattern of the bundle) answered yes."""
+    gold_dynamics_min: float = Field(0.75, ge=0, le=1)
+    """Gold: share of the scenario-level (emergent dynamics) items answered yes."""
+    out_dir: str | None = None
+    """Where the role-play shards go; unset: ``<storage.root>/shards_roleplay``."""
+    test_share: float = Field(0.1, ge=0, lt=1)
+    """Share of conversations whose role-play records go to the test split (by conversation: the
+    characters of one conversation never straddle the split)."""
+
+    @field_validator("bundle_sizes")
+    @classmethod
+    def _sizes(cls, v: dict[int, float]) -> dict[int, float]:
+        bad = [k for k in v if not 2 <= int(k) <= 5]
+        if bad or not v or any(w <= 0 for w in v.values()):
+            raise ValueError(f"sizes must be 2-5 with positive weights (got {v})")
+        return {int(k): float(w) for k, w in v.items()}
+
+    def model_post_init(self, __context) -> None:
+        if self.profile == "demo":
+            for k, val in _PATTERNS_DEMO.items():
+                if k not in self.model_fields_set:
+                    object.__setattr__(self, k, val)
+        if self.min_turns > self.max_turns:
+            raise ValueError(f"patterns.min_turns ({self.min_turns}) must not exceed patterns.max_turns ({self.max_turns})")
+
+
 class LewinConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -867,6 +961,7 @@ class LewinConfig(_Strict):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     emit: EmitConfig = Field(default_factory=EmitConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    patterns: PatternsConfig = Field(default_factory=PatternsConfig)
 
     @model_validator(mode="after")
     def _demo_profile_for_emit(self):

@@ -232,13 +232,13 @@ def judge_schema(artifact: str) -> dict:
     return {"type": "object", "properties": props, "required": list(metrics) + ["reasons"]}
 
 
-def _without_lengths(node):
+def without_lengths(node):
     """Length bounds stay in validation: llama.cpp's schema-to-grammar unrolls maxLength into one
     nested rule per character, which for real limits is a grammar too deep to load."""
     if isinstance(node, dict):
-        return {k: _without_lengths(v) for k, v in node.items() if k not in ("maxLength", "minLength")}
+        return {k: without_lengths(v) for k, v in node.items() if k not in ("maxLength", "minLength")}
     if isinstance(node, list):
-        return [_without_lengths(v) for v in node]
+        return [without_lengths(v) for v in node]
     return node
 
 
@@ -246,7 +246,7 @@ def output_schema(artifact: str) -> dict:
     """The JSON schema engines constrain decoding with."""
     if artifact.startswith("judge_"):
         return judge_schema(artifact[len("judge_"):])
-    return _without_lengths(OUTPUT_MODELS[artifact].model_json_schema())
+    return without_lengths(OUTPUT_MODELS[artifact].model_json_schema())
 
 
 def _words(s: str) -> int:

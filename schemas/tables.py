@@ -525,3 +525,101 @@ SYNTH_SIGNALS = StructType(
         _f("computed_at", TimestampType(), False),
     ]
 )
+
+
+# --- the second recipe: psychological patterns (lewin.jobs.patterns) -------------------------------
+# One row per pattern of the library (the paper's structure), from the YAML/JSONL library or
+# summarised by the LLM from a folder of papers (``origin``).
+PATTERNS = StructType(
+    [
+        _f("pattern_id", StringType(), False),
+        _f("name", StringType(), False),
+        _f("type", StringType(), False),  # personality_trait | social_cognitive_pattern
+        _f("definition", StringType(), False),
+        _f("core_mechanisms", ArrayType(StringType()), False),
+        _f("manifestations", ArrayType(StringType()), False),
+        _f("references", ArrayType(StringType()), False),
+        _f("origin", StringType(), False),  # library:<location> | literature:<model>
+    ]
+)
+
+# One row per sampled bundle: its patterns, relation and framework, the scenario's candidate names,
+# and the compatibility screen's verdict (status ok | rejected | pending: the screen has no reply yet).
+PATTERN_BUNDLES = StructType(
+    [
+        _f("bundle_id", StringType(), False),
+        _f("pattern_ids", ArrayType(StringType()), False),
+        _f("relation", StringType(), False),
+        _f("framework", StringType(), False),
+        _f("candidate_names", ArrayType(StringType()), False),  # 5 male, then 5 female
+        _f("status", StringType(), False),
+        _f("reason", StringType()),
+    ]
+)
+
+# One row per bundle whose scenario was written: Task 1's design and Task 2's scene (JSON, models
+# in lewin.schemas.patterns), the characters, and the status (ok | failed: dead letters' reasons).
+PATTERN_SCENES = StructType(
+    [
+        _f("bundle_id", StringType(), False),
+        _f("status", StringType(), False),
+        _f("reason", StringType()),
+        _f("design", StringType()),
+        _f("scene", StringType()),
+        _f("protagonist", StringType()),
+        _f("characters", ArrayType(StringType())),
+    ]
+)
+
+# One row per scene's conversation: the turns (JSON) and the transcript in the paper's format
+# ("Name: [thought] (action) speech"), validated (status ok | failed with the validator's reasons).
+PATTERN_CONVERSATIONS = StructType(
+    [
+        _f("bundle_id", StringType(), False),
+        _f("status", StringType(), False),
+        _f("reason", StringType()),
+        _f("n_turns", IntegerType()),
+        _f("turns", StringType()),
+        _f("transcript", StringType()),
+    ]
+)
+
+# The dual-level checklists: one row per item. level "pattern": derived from a pattern's definition
+# (owner = pattern_id, asked about the protagonist); level "dynamics": from a bundle's relation and
+# scene (owner = bundle_id). Items the value-neutrality screen refuses keep their reason.
+PATTERN_CHECKLISTS = StructType(
+    [
+        _f("item_id", StringType(), False),
+        _f("level", StringType(), False),
+        _f("owner", StringType(), False),
+        _f("question", StringType(), False),
+        _f("screen", StringType()),  # null: usable; else why the item is not asked
+    ]
+)
+
+# One row per judged conversation: item answers (JSON: item_id, level, answer, evidence turns),
+# pass rates per level, the holistic score beside them, and whether it is gold (reasons if not).
+PATTERN_JUDGED = StructType(
+    [
+        _f("bundle_id", StringType(), False),
+        _f("individual_items", IntegerType(), False),
+        _f("individual_pass", DoubleType()),
+        _f("dynamics_items", IntegerType(), False),
+        _f("dynamics_pass", DoubleType()),
+        _f("holistic", IntegerType()),
+        _f("answers", StringType(), False),
+        _f("gold", BooleanType(), False),
+        _f("reasons", ArrayType(StringType()), False),
+    ]
+)
+
+# Role-play training records: one per character of a gold conversation (ShareGPT messages).
+ROLEPLAY_SAMPLES = StructType(
+    [
+        _f("sample_id", StringType(), False),
+        _f("bundle_id", StringType(), False),
+        _f("character", StringType(), False),
+        _f("split", StringType(), False),
+        _f("messages", ArrayType(StructType([_f("role", StringType(), False), _f("content", StringType(), False)])), False),
+    ]
+)

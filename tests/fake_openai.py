@@ -14,6 +14,13 @@ a well-formed reply) unless the prompt carries a fault marker:
   FAIL_NOCONTENT -> a well-formed completion whose message is empty
   HARMFUL       -> a quality label of harm "violence" (the record must not reach any table past the gate)
   LOW_QUALITY   -> a quality label "low"
+
+The second recipe's artifacts (``lewin patterns``) get replies that pass its validators, built from
+the request's schema (names, speakers, items) and prompt, with scripted faults: a bundle with the
+pattern "Conformity" is judged incoherent; a scene's first reply names a character outside the
+candidates and a free-order conversation's first reply is opened by the protagonist (both fail the
+validators, so the ledger retries them); checklist items on "X" are answered yes, the others no
+when the scene's relation is "conflict".
 """
 
 from __future__ import annotations
@@ -29,7 +36,80 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PROFILE = " ".join(["She writes about her family and her work with care and some humour."] * 12)
 
 
-def reply_for(schema: dict, text: str = "") -> dict:
+def _names(text: str) -> list[str]:
+    m = re.search(r"Candidate Names: ([^\n]*?) \(5 Males", text)
+    return [n.strip() for n in m.group(1).split(",")] if m else ["Anna", "Ben"]
+
+
+def _character(name: str, other: str) -> dict:
+    return {"name": name, "about_self": {"descriptors": ["careful", "proud", "quick", "warm"],
+                                          "background": f"{name} has worked here for years.",
+                                          "motivation": "to keep the project alive"},
+            "about_others": [{"name": other, "relation": f"{other} is a colleague of long standing."}]}
+
+
+_LINES = ["I have to keep this calm.", "Why is this on me again?", "They will blame the timeline.",
+          "Maybe I was wrong about this.", "Stay steady.", "Say it plainly."]
+
+
+def pattern_reply_for(schema: dict, text: str, nth: int) -> dict | None:
+    """The second recipe's replies (``nth``: how often this exact prompt was asked before, so a
+    scripted fault happens on the first attempt only)."""
+    props = (schema or {}).get("properties", {})
+    if "coherent" in props:
+        return {"coherent": "- Conformity:" not in text, "reason": "the patterns can meet in one meeting"}
+    if "rationale" in props:
+        names = _names(text)
+        return {"rationale": "The deadline puts pressure on both. Each pattern shows in how they explain it.",
+                "catalysts": ["a missed deadline", "a manager's email"],
+                "tendencies": f"@ [{names[0]}]: 1. blames the schedule; 2. defends the design; 3. seeks approval\n"
+                              f"@ [{names[5]}]: 1. asks for facts; 2. presses for a date; 3. keeps notes"}
+    if "protagonist" in props and "scenario" in props:
+        names = props["protagonist"]["properties"]["name"]["enum"]
+        hero, other = names[0], names[5]
+        if nth == 0:  # a first reply with a name outside the candidates: the validator refuses it
+            hero = "Zorblax"
+        return {"scenario": "A review meeting after the launch slipped by two weeks. Both must explain it.",
+                "protagonist": _character(hero, other), "supporting": [_character(other, hero)]}
+    if "turns" in props:
+        turns_schema = props["turns"]
+        planned = "items" not in turns_schema
+        if planned:
+            speakers = [t["properties"]["speaker"].get("const") or t["properties"]["speaker"]["enum"][0]
+                        for t in turns_schema["prefixItems"]]
+        else:
+            names = turns_schema["items"]["properties"]["speaker"]["enum"]
+            n = turns_schema["minItems"] + (turns_schema["minItems"] % 2)
+            speakers = [names[1] if i % 2 == 0 else names[0] for i in range(n)]
+            if nth == 0:  # opened by the protagonist: fails the opener rule
+                speakers = speakers[1:] + [names[0]]
+        return {"turns": [{"speaker": s, "thought": _LINES[i % len(_LINES)], "action": "looks at the notes",
+                           "speech": f"We need to talk about point {i + 1}."} for i, s in enumerate(speakers)]}
+    if "questions" in props:
+        n = props["questions"]["minItems"]
+        if "called X" in text:
+            return {"questions": [f"Does X explain the delay by circumstances, point {i + 1}?" for i in range(n)]}
+        rel = re.search(r"Patterns in this scene \((\w+) each other\)", text)
+        rel = rel.group(1) if rel else "modulate"
+        return {"questions": [f"Does one character's view {rel} the other's, point {i + 1}?" for i in range(n)]}
+    if "answers" in props:
+        items = props["answers"]["prefixItems"]
+        lines = re.findall(r"^(\d+)\. (.*)$", text.split("Checklist:")[-1], flags=re.M)
+        return {"answers": [{"item": i + 1, "answer": "no" if "view conflict" in q else "yes",
+                             "evidence_turns": [1]} for i, (_, q) in zip(range(len(items)), lines)]}
+    if "anthropomorphism" in props:
+        return {"anthropomorphism": 7, "reasons": "plausible people"}
+    if "markdown" in props:
+        return {"markdown": "## Definition\nA tendency studied in the corpus. It is described there at length.\n"
+                            "## Core Mechanisms\n- a driver named in the corpus\n"
+                            "## Real-World Manifestations\n- a behaviour named in the corpus"}
+    return None
+
+
+def reply_for(schema: dict, text: str = "", nth: int = 0) -> dict:
+    pattern = pattern_reply_for(schema, text, nth)
+    if pattern is not None:
+        return pattern
     props = set((schema or {}).get("properties", {}))
     if "quality" in props:
         harm = "violence" if "HARMFUL" in text else "none"
@@ -69,6 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
         srv = self.server
         with srv.lock:
+            nth = srv.calls[key]
             srv.calls[key] += 1
             srv.total += 1
             srv.texts.append(text)
@@ -94,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif "FAIL_SCHEMA" in text and "quality" in (schema or {}).get("properties", {}):
             content = json.dumps({"harm": "maybe", "quality": "great", "reason": "?"})
         else:
-            content = json.dumps(reply_for(schema, text))
+            content = json.dumps(reply_for(schema, text, nth))
         payload = {"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}}
         self._send(json.dumps(payload).encode())

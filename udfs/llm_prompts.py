@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lewin.schemas.llm import JUDGE_METRICS, METRIC_DEFINITIONS, output_schema, validate_output
+from lewin.udfs import pattern_replies
 from lewin.udfs.llm_backends import ENGINE_ERROR, BackendSpec, Request, Response, Sampling, failure, get_backend
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -169,6 +170,22 @@ LEDGER_FIELDS = [
 ]
 
 
+def reply_schema(artifact: str, context: dict) -> dict:
+    """The JSON schema a request is decoded with: per artifact, or per request for the second
+    recipe's artifacts (``lewin.udfs.pattern_replies``: its names, speakers and items)."""
+    if artifact in pattern_replies.ARTIFACTS:
+        return pattern_replies.reply_schema(artifact, context)
+    return output_schema(artifact)
+
+
+def validate_reply(artifact: str, text: str, limits: dict[str, int], context: dict) -> tuple[dict | None, str | None]:
+    """(parsed, None) or (None, why): the artifact's model and limits, and for the second recipe
+    its deterministic validators (names, turns, checklist items) against the request's context."""
+    if artifact in pattern_replies.ARTIFACTS:
+        return pattern_replies.validate(artifact, text, context)
+    return validate_output(artifact, text, limits)
+
+
 def _generate_isolated(engine, requests: list[Request], sampling: Sampling) -> list[Response]:
     """One engine call for the batch; if the engine raises for the whole call, each request is
     sent alone, so only the request that breaks it fails."""
@@ -188,7 +205,7 @@ def run_batch(batch: pa.RecordBatch, opts: PromptOptions):
     limits = dict(opts.limits)
     max_tokens = dict(opts.max_tokens)
     results: dict[str, dict] = {}
-    todo: list[tuple[dict, Request, int]] = []
+    todo: list[tuple[dict, Request, int, dict]] = []
     for r in rows:
         attempts = int(r.get("prev_attempts") or 0) + 1
         base = {k: r[k] for k in ("ledger_key", "artifact", "input_id", "input_hash", "user_id", "source",
@@ -196,7 +213,9 @@ def run_batch(batch: pa.RecordBatch, opts: PromptOptions):
         base.update(engine=engine.name, attempts=attempts, tokens_in=0, tokens_out=0, latency_ms=0, output=None)
         budget = max_tokens.get("judge" if r["artifact"].startswith("judge_") else r["artifact"], 384)
         try:
-            messages = render(r["artifact"], json.loads(r["context"]), opts)
+            context = json.loads(r["context"])
+            messages = render(r["artifact"], context, opts)
+            schema = reply_schema(r["artifact"], context)
         except Exception as exc:  # a template/context problem fails the row, not the batch
             results[r["ledger_key"]] = dict(base, status="dead", error=f"prompt error: {exc}"[:500])
             continue
@@ -211,14 +230,14 @@ def run_batch(batch: pa.RecordBatch, opts: PromptOptions):
             continue
         budget = min(budget, room)
         sampling = Sampling(opts.sampling.temperature, opts.sampling.top_p, budget, opts.sampling.seed + attempts - 1)
-        todo.append((base, Request(r["ledger_key"], messages, output_schema(r["artifact"]), sampling), budget))
+        todo.append((base, Request(r["ledger_key"], messages, schema, sampling), budget, context))
     # batches in the order the stage sent the rows (a user's prompts one after another, so an
     # engine's prefix cache serves their shared history); each request carries its own reply
     # budget and its attempt's seed (the same seed would reproduce the same failure)
     for i in range(0, len(todo), max(1, opts.batch_size)):
         chunk = todo[i:i + opts.batch_size]
-        responses = _generate_isolated(engine, [req for _, req, _ in chunk], opts.sampling)
-        for (base, req, budget), resp in zip(chunk, responses):
+        responses = _generate_isolated(engine, [req for _, req, _, _ in chunk], opts.sampling)
+        for (base, req, budget, context), resp in zip(chunk, responses):
             row = dict(base, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_ms=resp.latency_ms)
             if resp.error:
                 row.update(status="failed", error=resp.error)
@@ -227,7 +246,7 @@ def run_batch(batch: pa.RecordBatch, opts: PromptOptions):
                 row.update(status="failed", error=f"{TRUNCATED}: reply hit max_tokens={budget} | reply: "
                                                    f"{(resp.text or '')[-200:]}")
             else:
-                parsed, why = validate_output(base["artifact"], resp.text, limits)
+                parsed, why = validate_reply(base["artifact"], resp.text, limits, context)
                 if parsed is None:
                     row.update(status="failed", error=f"{why} | reply: {(resp.text or '')[:300]}")
                 else:
