@@ -875,7 +875,7 @@ _FRAMEWORKS = [
 
 # The demo profile (lewin patterns run without a config: the tiny CPU model): few bundles of two
 # patterns, the turn order planned by Lewin, relaxed gold thresholds; keys set explicitly win.
-_PATTERNS_DEMO = {"bundles": 3, "bundle_sizes": {2: 1.0}, "turn_plan": "planned", "tight_schemas": True, "max_turns": 12,
+_PATTERNS_DEMO = {"bundles": 2, "bundle_sizes": {2: 1.0}, "turn_plan": "planned", "tight_schemas": True, "max_turns": 12,
                   "checklist_items": 3, "gold_individual_min": 0.0, "gold_dynamics_min": 0.0}
 
 

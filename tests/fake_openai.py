@@ -17,7 +17,7 @@ a well-formed reply) unless the prompt carries a fault marker:
 
 The second recipe's artifacts (``lewin patterns``) get replies that pass its validators, built from
 the request's schema (names, speakers, items) and prompt, with scripted faults: a bundle with the
-pattern "Conformity" is judged incoherent; a scene's first reply names a character outside the
+framework marked "INCOHERENT" is judged incoherent; a scene's first reply names a character outside the
 candidates and a free-order conversation's first reply is opened by the protagonist (both fail the
 validators, so the ledger retries them); checklist items on "X" are answered yes, the others no
 when the scene's relation is "conflict".
@@ -57,7 +57,7 @@ def pattern_reply_for(schema: dict, text: str, nth: int) -> dict | None:
     scripted fault happens on the first attempt only)."""
     props = (schema or {}).get("properties", {})
     if "coherent" in props:
-        return {"coherent": "- Conformity:" not in text, "reason": "the patterns can meet in one meeting"}
+        return {"coherent": "INCOHERENT" not in text, "reason": "the patterns can meet in one meeting"}
     if "rationale" in props:
         names = _names(text)
         return {"rationale": "The deadline puts pressure on both. Each pattern shows in how they explain it.",

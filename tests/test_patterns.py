@@ -27,13 +27,29 @@ from .fake_openai import FakeOpenAI
 CHUNK = 2
 
 
-def _cfg(root: Path, url: str, db: str) -> LewinConfig:
-    cfg = LewinConfig(storage=StorageConfig(root=root, database=db))
+def _literature(tmp: Path) -> str:
+    """The literature route's input for one pattern the starter library lacks: its papers' texts
+    and its pattern.yaml."""
+    lit = tmp / "literature" / "anchoring"
+    lit.mkdir(parents=True)
+    (lit / "pattern.yaml").write_text("name: Anchoring\ntype: social_cognitive_pattern\nreferences:\n"
+                                      "  - 'Tversky, A., & Kahneman, D. (1974). Judgment under uncertainty. Science, 185, 1124-1131.'\n")
+    (lit / "01_tversky.txt").write_text("Estimates start from an initial value and are adjusted insufficiently. " * 50)
+    (lit / "02_review.md").write_text("Anchors bias numeric judgements even when they are arbitrary. " * 50)
+    return str(tmp / "literature")
+
+
+def _cfg(tmp: Path, url: str, db: str) -> LewinConfig:
+    cfg = LewinConfig(storage=StorageConfig(root=tmp / "root", database=db))
+    cfg.patterns.literature_dir = _literature(tmp)
     cfg.llm.engine.kind, cfg.llm.engine.model, cfg.llm.engine.base_url = "openai", "scripted", url
     cfg.llm.engine.timeout_s, cfg.llm.engine.max_retries = 5.0, 1
     cfg.llm.chunk_size, cfg.llm.max_attempts = CHUNK, 3
     pc = cfg.patterns
     pc.bundles, pc.bundle_sizes, pc.checklist_items = 8, {2: 1.0}, 2
+    # the scripted screen rejects the bundles placed in the framework marked INCOHERENT
+    pc.frameworks = ["a project post-mortem at work", "a family dinner about an ageing parent",
+                     "a neighbourhood meeting about noise (INCOHERENT)"]
     pc.gold_individual_min, pc.gold_dynamics_min = 0.75, 0.75
     return cfg
 
@@ -42,7 +58,7 @@ def _cfg(root: Path, url: str, db: str) -> LewinConfig:
 def recipe(engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("patterns")
     with FakeOpenAI() as srv:
-        cfg = _cfg(tmp / "root", srv.url, "patterns_" + tmp.name[-10:].replace("-", "_"))
+        cfg = _cfg(tmp, srv.url, "patterns_" + tmp.name[-10:].replace("-", "_"))
         store = TableStore(engine, cfg.storage)
         funnels = run_recipe(store, cfg)
         first_calls = srv.total
@@ -62,8 +78,20 @@ def test_every_stage_reports_a_reconciling_funnel_row(recipe):
     f = {x.stage: x for x in recipe["funnels"]}
     assert list(f) == [s.name for s in PATTERN_STAGES]
     assert all(x.reconciles for x in recipe["funnels"]), recipe["funnels"]
-    assert f["patterns_library"].kept >= 24
+    assert f["patterns_library"].kept >= 25 and f["patterns_library"].records_in == f["patterns_library"].kept
     assert f["patterns_bundles"].records_in == 8
+
+
+def test_the_literature_route_summarises_a_corpus_into_a_pattern_record(recipe):
+    rows = {p["pattern_id"]: p for p in _rows(recipe["store"], "patterns")}
+    lit = rows["anchoring"]
+    assert lit["origin"] == "literature:scripted" and lit["name"] == "Anchoring"
+    assert lit["references"][0].startswith("Tversky, A., & Kahneman, D. (1974)")
+    assert lit["definition"].startswith("A tendency studied in the corpus")
+    assert lit["core_mechanisms"] == ["a driver named in the corpus"]
+    assert all(p["origin"].startswith("library:") for k, p in rows.items() if k != "anchoring")
+    prompt = next(t for t in recipe["srv"].texts if "[START_CORPUS]" in t)
+    assert "Strict Source Adherence" in prompt and "[01_tversky.txt]" in prompt and "[02_review.md]" in prompt
 
 
 def test_bundles_are_balanced_and_an_incoherent_one_is_rejected_with_its_reason(recipe):
@@ -71,8 +99,9 @@ def test_bundles_are_balanced_and_an_incoherent_one_is_rejected_with_its_reason(
     assert len(bundles) == 8
     assert max(Counter(b["relation"] for b in bundles).values()) - min(Counter(b["relation"] for b in bundles).values()) <= 1
     rejected = [b for b in bundles if b["status"] == "rejected"]
-    with_conformity = [b for b in bundles if "conformity" in b["pattern_ids"]]
-    assert with_conformity and rejected == with_conformity, "exactly the bundles the screen judged incoherent"
+    marked = [b for b in bundles if "INCOHERENT" in b["framework"]]
+    assert len(marked) >= 2 and rejected == marked, "exactly the bundles the screen judged incoherent"
+    assert Counter(b["framework"] for b in bundles).most_common()[-1][1] >= 2, "frameworks are balanced"
     assert all(b["reason"].startswith("incoherent: ") for b in rejected)
     assert all(len(b["candidate_names"]) == 10 and len(set(b["candidate_names"])) == 10 for b in bundles)
 
@@ -190,7 +219,7 @@ def test_killed_then_rerun_makes_no_duplicate_calls(tmp_path, recipe):
     more often than the ledger counts attempts (a reply lost to the kill would be sent again), no
     ledger key twice, and the judged and role-play tables equal the uninterrupted run's."""
     with FakeOpenAI() as srv:
-        cfg = _cfg(tmp_path / "root", srv.url, "patterns_kill")
+        cfg = _cfg(tmp_path, srv.url, "patterns_kill")
         cfg.engine.python_workers = 1
         path = tmp_path / "cfg.json"
         path.write_text(cfg.model_dump_json())

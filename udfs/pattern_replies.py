@@ -84,6 +84,16 @@ def _text(regex: str) -> dict:
     return {"type": "string", "pattern": f"^{regex}$"}
 
 
+# A tight scene's four descriptors, one from each vocabulary: disjoint, so the four are distinct
+# (a small model otherwise repeats one adjective, which "4+ distinct descriptors" refuses).
+DESCRIPTOR_VOCABULARIES = (
+    ("calm", "anxious", "cheerful", "moody", "patient", "restless", "steady", "intense"),
+    ("outgoing", "reserved", "warm", "blunt", "diplomatic", "guarded", "talkative", "quiet"),
+    ("meticulous", "improvising", "ambitious", "cautious", "practical", "idealistic", "stubborn", "flexible"),
+    ("optimistic", "sceptical", "proud", "humble", "competitive", "loyal", "curious", "traditional"),
+)
+
+
 def _tight(artifact: str, context: dict) -> dict | None:
     """The tight schema of ``artifact`` (None: the regular one is tight enough)."""
     if artifact == "bundle_check":
@@ -111,7 +121,7 @@ def _tight(artifact: str, context: dict) -> dict | None:
         def character(name: str) -> dict:
             others = [n for n in cast if n != name]
             about_self = {"type": "object", "properties": {
-                "descriptors": {"type": "array", "items": _text(_w), "minItems": 4, "maxItems": 5},
+                "descriptors": {"type": "array", "prefixItems": [_enum(v) for v in DESCRIPTOR_VOCABULARIES]},
                 "background": _text(_sentences(1, 1)), "motivation": _text(_words(2, 14))},
                 "required": ["descriptors", "background", "motivation"]}
             other = lambda n: {"type": "object", "properties": {"name": {"type": "string", "const": n},  # noqa: E731
