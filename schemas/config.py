@@ -34,6 +34,13 @@ class ConfigError(ValueError):
     """A configuration problem, with the offending key(s) in the message."""
 
 
+
+def _fill_unset(section: BaseModel, defaults: dict[str, Any]) -> None:
+    """A named profile's values for the keys of ``section`` the user did not set (set keys win)."""
+    for k, v in defaults.items():
+        if k not in section.model_fields_set:
+            object.__setattr__(section, k, v)
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
@@ -746,9 +753,7 @@ class LlmConfig(_Strict):
         if any(v < 1 for v in self.max_tokens.values()):
             raise ValueError("llm.max_tokens: budgets must be >= 1")
         if self.profile == "demo":
-            for k, v in _DEMO.items():
-                if k not in self.model_fields_set:
-                    object.__setattr__(self, k, v)
+            _fill_unset(self, _DEMO)
         if self.history_max_chars < 2 * self.record_max_chars:
             # a chunk of the history must hold at least one whole record beside another
             raise ValueError(f"llm.history_max_chars ({self.history_max_chars}) must be at least twice "
@@ -944,9 +949,7 @@ class PatternsConfig(_Strict):
 
     def model_post_init(self, __context) -> None:
         if self.profile == "demo":
-            for k, val in _PATTERNS_DEMO.items():
-                if k not in self.model_fields_set:
-                    object.__setattr__(self, k, val)
+            _fill_unset(self, _PATTERNS_DEMO)
         if self.min_turns > self.max_turns:
             raise ValueError(f"patterns.min_turns ({self.min_turns}) must not exceed patterns.max_turns ({self.max_turns})")
 
@@ -967,9 +970,7 @@ class LewinConfig(_Strict):
     def _demo_profile_for_emit(self):
         """llm.profile demo also sizes emit for a sample of a few dozen users; keys set explicitly win."""
         if self.llm.profile == "demo":
-            for k, v in _EMIT_DEMO.items():
-                if k not in self.emit.model_fields_set:
-                    object.__setattr__(self.emit, k, v)
+            _fill_unset(self.emit, _EMIT_DEMO)
         return self
 
 
