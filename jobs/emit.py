@@ -340,11 +340,16 @@ def dataset_info(splits: list[str], name: str = "lewin") -> dict:
 
 
 def _code_version() -> str:
-    here = Path(__file__).resolve()
-    srcs = [here, Path(tasks.__file__), Path(mcq.__file__), Path(S.__file__)]
+    """``<version>+<sha256 prefix>`` of every source file of the package (code, prompts, lists):
+    which code made the shards, also between two installs of one release."""
+    pkg = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for p in srcs:
-        h.update(p.read_bytes())
+    for sub in ("jobs", "udfs", "schemas"):
+        files = sorted(p for p in (pkg / sub).rglob("*")
+                       if p.suffix in (".py", ".j2", ".yaml", ".txt", ".json") and p.is_file()
+                       and "__pycache__" not in p.parts and "sample_data" not in p.parts)
+        for p in files:
+            h.update(p.relative_to(pkg).as_posix().encode() + b"\0" + p.read_bytes())
     try:
         v = metadata.version("lewin")
     except metadata.PackageNotFoundError:
