@@ -106,7 +106,7 @@ def pattern_reply_for(schema: dict, text: str, nth: int) -> dict | None:
     return None
 
 
-def reply_for(schema: dict, text: str = "", nth: int = 0) -> dict:
+def reply_for(schema: dict, text: str = "", nth: int = 0, seed: int = 0) -> dict:
     pattern = pattern_reply_for(schema, text, nth)
     if pattern is not None:
         return pattern
@@ -116,6 +116,13 @@ def reply_for(schema: dict, text: str = "", nth: int = 0) -> dict:
         return {"quality": "low" if "LOW_QUALITY" in text else "high", "harm": harm, "reason": "personal and detailed"}
     if "notes" in props:
         return {"notes": "Notes: she writes about her family and her work."}
+    length = re.search(r"Reply in (?:at most (\d+)|(\d+)-(\d+)) words as JSON", text)
+    if props == {"text"} and length:  # an MCQ distractor: in the asked length, one per sampling seed
+        hi = int(length.group(1) or length.group(3))
+        lo = int(length.group(2) or 1)
+        n = max(lo, min(hi, (lo + hi) // 2))
+        words = [f"w{seed}x{i % 17}" for i in range(n)]
+        return {"text": " ".join(words)}
     if props == {"text"}:  # the cleaning rewrite: the post as it is
         post = text.rsplit("):\n", 1)[-1]
         return {"text": post}
@@ -175,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif "FAIL_SCHEMA" in text and "quality" in (schema or {}).get("properties", {}):
             content = json.dumps({"harm": "maybe", "quality": "great", "reason": "?"})
         else:
-            content = json.dumps(reply_for(schema, text, nth))
+            content = json.dumps(reply_for(schema, text, nth, body.get("seed") or 0))
         payload = {"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}}
         self._send(json.dumps(payload).encode())

