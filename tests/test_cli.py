@@ -10,7 +10,7 @@ import sys
 import pytest
 from deltalake import DeltaTable
 
-from .conftest import ENGINE, PROJECT, SCRIPTED_MODEL
+from .conftest import ENGINE, PROJECT
 from .test_ingest import SAMPLE_KEPT
 
 pytestmark = pytest.mark.skipif(ENGINE != "embedded", reason="CLI runs the default (embedded) engine")
