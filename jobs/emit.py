@@ -16,6 +16,7 @@ byte-identical files (rows ordered by sample_id, fixed schemas, no timestamps in
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -339,6 +340,7 @@ def dataset_info(splits: list[str], name: str = "lewin") -> dict:
     return info
 
 
+@functools.lru_cache(maxsize=1)
 def _code_version() -> str:
     """``<version>+<sha256 prefix>`` of every source file of the package (code, prompts, lists):
     which code made the shards, also between two installs of one release."""

@@ -106,16 +106,13 @@ def sample_run(tmp_path_factory):
     if ENGINE != "embedded":
         pytest.skip("the CLI runs the default (embedded) engine")
     cwd = tmp_path_factory.mktemp("sample_run")
-    srv = FakeOpenAI().__enter__()
-    (cwd / "lewin.yaml").write_text(
-        f"llm:\n  engine:\n    kind: openai\n    base_url: {srv.url}\n    model: {SCRIPTED_MODEL}\n", encoding="utf-8")
     env = dict(os.environ, LEWIN_PII_SALT="leak-test-key")
     env.pop("LEWIN_CONFIG", None)
-    try:
+    with FakeOpenAI() as srv:
+        (cwd / "lewin.yaml").write_text(
+            f"llm:\n  engine:\n    kind: openai\n    base_url: {srv.url}\n    model: {SCRIPTED_MODEL}\n", encoding="utf-8")
         # the timeout only stops a hang (the run takes a few minutes)
         r = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "-v", "run"], cwd=cwd, env=env,
                            capture_output=True, text=True, timeout=1800)
         assert r.returncode == 0, r.stderr[-3000:]
         yield cwd, r
-    finally:
-        srv.__exit__(None, None, None)
