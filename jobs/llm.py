@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -131,10 +132,19 @@ def missing_engine_packages(cfg: LewinConfig) -> list[str]:
 def backend_spec(cfg: LewinConfig, artifact: str = "") -> BackendSpec:
     e = engine_config(cfg, artifact)
     return BackendSpec(kind=e.kind, model=e.model, model_path=e.model_path, base_url=e.base_url,
-                      api_key_env=e.api_key_env, n_ctx=e.n_ctx, threads=e.threads_per_worker,
+                      api_key_env=e.api_key_env, n_ctx=e.n_ctx, threads=e.threads_per_worker or len(os.sched_getaffinity(0)),
                       tensor_parallel_size=e.tensor_parallel_size, gpu_memory_utilization=e.gpu_memory_utilization,
                       enable_prefix_caching=e.enable_prefix_caching, max_model_len=e.max_model_len,
                       max_concurrency=e.max_concurrency, timeout_s=e.timeout_s, max_retries=e.max_retries)
+
+
+def llm_workers(python_workers: int, spec: BackendSpec) -> int:
+    """Processes that run an engine's prompts: llama.cpp processes share the cores by threads
+    (one process of every core is faster than one per core, and never idles a core on a round
+    of one prefix group); an HTTP or GPU engine is called from every Python worker."""
+    if spec.kind == "llamacpp":
+        return max(1, python_workers // max(1, spec.threads))
+    return max(1, python_workers)
 
 
 def _limits(cfg: LewinConfig) -> dict[str, int]:
@@ -381,7 +391,9 @@ def run_artifacts(ctx: RunContext, sends: list[Send], retry_dead: bool = False, 
         results[r["artifact"]].inputs = r["count"]
     task = ctx.progress.task("llm " + "+".join(arts), "prompts")
     store.ensure("llm_ledger", T.LLM_LEDGER)
-    fn = functools.partial(run_batch, opts=prompt_options(cfg, arts[0]))
+    opts = prompt_options(cfg, arts[0])
+    fn = functools.partial(run_batch, opts=opts)
+    workers = llm_workers(store.engine.python_workers, opts.engine)
     for round_no in range(cfg.llm.max_attempts + 1):
         pending = pending_prompts(store, keyed, arts, retry_dead and round_no == 0, run_id)
         # chunks of exactly llm.chunk_size prompts in sending order, numbered once when the
@@ -400,8 +412,8 @@ def run_artifacts(ctx: RunContext, sends: list[Send], retry_dead: bool = False, 
             part = pending.where(F.col("_chunk") == c).drop("_chunk")
             # spread the chunk over the workers by prefix group (a group's prompts on one worker,
             # in sending order; labels, each its own group, spread evenly)
-            part = part.repartition(max(1, store.engine.python_workers), "_group").sortWithinPartitions("_seq")
-            replies = map_in_arrow_pooled(part, fn, _LEDGER_OUT, store.engine.python_workers)
+            part = part.repartition(workers, "_group").sortWithinPartitions("_seq")
+            replies = map_in_arrow_pooled(part, fn, _LEDGER_OUT, workers)
             replies = replies.withColumn("run_id", F.lit(run_id)).withColumn(
                 "updated_at", F.lit(datetime.now(timezone.utc)).cast("timestamp"))
             # materialise first: the MERGE must not call the model again when it re-reads its source
