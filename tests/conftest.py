@@ -8,7 +8,9 @@ the engine-agnostic tests (marker ``transforms``) happens in a subprocess starte
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -32,6 +34,44 @@ CLASSIC_TEST_CONF = {
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
     "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
 }
+
+
+SAMPLE_RUN_GROUP = "sample_run"
+# The longest groups first (measured on 2 cores): the scheduler hands groups out in collection
+# order, so the long ones start at once and the short ones fill in around them.
+_FIRST = (SAMPLE_RUN_GROUP, "tests/test_classic_engine.py", "tests/test_cluster.py", "tests/test_patterns.py")
+
+
+@functools.lru_cache(maxsize=None)
+def _sample_run_modules() -> frozenset[str]:
+    """Test modules with a test or fixture taking the shared sample run."""
+    uses = re.compile(r"def \w+\([^)]*\bsample_run\b")
+    return frozenset(f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py") if uses.search(p.read_text()))
+
+
+def worker_group(nodeid: str) -> str:
+    """The worker group of a test under pytest-xdist: its module (module- and session-scoped
+    fixtures are built once per worker), and one group for every module on the shared sample run,
+    so that run is made once per suite."""
+    module = nodeid.split("::", 1)[0]
+    return SAMPLE_RUN_GROUP if module in _sample_run_modules() else module
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``-n 2`` (pyproject.toml) distributes groups (``worker_group``), not single tests. xdist's own
+    ``xdist_group`` marks cannot be used: they rename node ids, which pytest 9.2 no longer allows."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByGroup(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {g: k for k, g in enumerate(_FIRST)}
+    items.sort(key=lambda i: rank.get(worker_group(i.nodeid), len(rank)))  # stable: file order otherwise
 
 
 def pytest_configure(config):

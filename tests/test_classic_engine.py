@@ -120,7 +120,7 @@ def test_transforms_on_classic_spark():
     root = Path(__file__).parent.parent
     r = subprocess.run(
         [sys.executable, "-m", "pytest", *CLASSIC, "-m", "transforms", "-q", "-p", "no:cacheprovider",
-         "--durations=10"],
+         "--durations=10", "-n", "0"],
         env=env, capture_output=True, text=True, timeout=2400, cwd=root,
     )
     tail = (r.stdout[-6000:] + "\n" + r.stderr[-3000:]).strip()
