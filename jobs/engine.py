@@ -51,7 +51,7 @@ class Engine:
             self._stop = None
 
 
-def _cores() -> int:
+def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
@@ -253,12 +253,12 @@ def probe_master(master: str, timeout: float) -> None:
 
 def get_engine(cfg: EngineConfig, app_name: str = "lewin") -> Engine:
     """Create (or attach to) the session for ``cfg.kind``."""
-    cores = _cores()
+    n_cores = cores()
     if cfg.kind == "embedded":
         host, port = _start_sail(cfg.sail_mode, cfg.session_timeout_secs)
         builder = _common_conf(SparkSession.builder.remote(f"sc://{host}:{port}"), cfg)
         spark = builder.getOrCreate()
-        workers = cfg.python_workers or cores
+        workers = cfg.python_workers or n_cores
         # ping at a third of the server's idle limit (the one actually in force for this process)
         keepalive = _KeepAlive(spark, max(0.5, (_session_timeout_secs() or cfg.session_timeout_secs) / 3))
 

@@ -25,10 +25,10 @@ import hashlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from lewin.jobs.engine import cores
 from lewin.jobs.stage import Funnel, RunContext, Stage
 from lewin.jobs.tables import TableStore
 from lewin.schemas import tables as T
@@ -132,7 +132,7 @@ def missing_engine_packages(cfg: LewinConfig) -> list[str]:
 def backend_spec(cfg: LewinConfig, artifact: str = "") -> BackendSpec:
     e = engine_config(cfg, artifact)
     return BackendSpec(kind=e.kind, model=e.model, model_path=e.model_path, base_url=e.base_url,
-                      api_key_env=e.api_key_env, n_ctx=e.n_ctx, threads=e.threads_per_worker or len(os.sched_getaffinity(0)),
+                      api_key_env=e.api_key_env, n_ctx=e.n_ctx, threads=e.threads_per_worker or cores(),
                       tensor_parallel_size=e.tensor_parallel_size, gpu_memory_utilization=e.gpu_memory_utilization,
                       enable_prefix_caching=e.enable_prefix_caching, max_model_len=e.max_model_len,
                       max_concurrency=e.max_concurrency, timeout_s=e.timeout_s, max_retries=e.max_retries)
