@@ -214,7 +214,8 @@ def _distractor_answers(ctx: RunContext, questions: list[dict], result: EmitResu
             budget = budgets.get(q["task"], (1, 100))
             rows.append((f"{q['sample_id']}#{s['slot']}", q["user_id"], q["source"],
                          json.dumps({"system": q["messages"][0]["content"], "request": q["public_prompt"],
-                                     "length": mcq.length_phrase(budget), "task": q["task"]})))
+                                     "length": mcq.length_phrase(budget), "task": q["task"],
+                                     "reply_max_tokens": _text_tokens(words=budget[1])})))
         slot_ctx = copy.copy(ctx)  # the same run, scratch tables and ledger; the slot's engine and seed
         slot_ctx.cfg = slot_config(cfg, s["engine"], s["seed"], _text_tokens(words=max_words))
         inputs = ctx.materialize("distractor_inputs", store.spark.createDataFrame(rows, _DISTRACTOR_INPUT))

@@ -126,6 +126,7 @@ class _DistractorDouble:
         self.model = model
         self.calls = 0
         self.requests = []
+        self.max_tokens = []  # (the request, its reply budget)
 
     def count_tokens(self, messages):
         return sum(len(m["content"]) for m in messages) // 4
@@ -138,6 +139,7 @@ class _DistractorDouble:
         for r in requests:
             self.requests.append((self.model, r.sampling.seed, r.messages))
             user = r.messages[1]["content"]
+            self.max_tokens.append((user, r.sampling.max_tokens))
             m = re.search(r"Reply in (?:at most (\d+)|(\d+)-(\d+)) words", user)
             words = int(m.group(2)) + 2 if m.group(2) else 3
             if self.model == "scripted-b" and "Write a new post" in user:
@@ -340,6 +342,14 @@ def test_an_8_way_item_gets_one_option_per_engine_slot_within_the_task_budget(em
     system = samples[profile["mcq_id"]]["messages"][0]["content"]
     assert all(msgs[0]["content"].startswith(system) and "Reply in 100-400 words" in msgs[1]["content"]
                for _, _, msgs in asked)
+    # each request's reply budget is its own task's words, not the longest task's (a failed
+    # 100-word answer does not ramble on to a profile's length)
+    from lewin.schemas.llm import _text_tokens
+
+    budgets_asked = [(user, n) for d in double.by_model.values() for user, n in d.max_tokens]
+    assert {n for user, n in budgets_asked if user.startswith("Write a person's profile")} == {_text_tokens(words=400)}
+    qa = {n for user, n in budgets_asked if "Question (" in user}
+    assert qa == {_text_tokens(words=budgets["social_qa"][1])} and max(qa) < _text_tokens(words=400)
 
 
 def test_a_question_without_enough_distinct_options_is_dropped_not_filled(emitted):

@@ -214,6 +214,9 @@ def run_batch(batch: pa.RecordBatch, opts: PromptOptions):
         budget = max_tokens.get("judge" if r["artifact"].startswith("judge_") else r["artifact"], 384)
         try:
             context = json.loads(r["context"])
+            # an input may lower its artifact's budget (``reply_max_tokens``): a distractor for a
+            # 100-word task is not given the 400-word task's tokens to ramble in when it fails
+            budget = min(budget, int(context.get("reply_max_tokens") or budget))
             messages = render(r["artifact"], context, opts)
             schema = reply_schema(r["artifact"], context)
         except Exception as exc:  # a template/context problem fails the row, not the batch
