@@ -22,6 +22,7 @@ from lewin.schemas.config import LewinConfig, StorageConfig
 from lewin.udfs import pattern_replies as R
 from lewin.udfs import patterns as P
 
+from .conftest import CPU_SHARE
 from .fake_openai import FakeOpenAI
 
 CHUNK = 2
@@ -289,7 +290,10 @@ def test_lewin_patterns_run_on_the_cpu_model(tmp_path):
     pytest.importorskip("llama_cpp")
     env = dict(os.environ, LEWIN_CONFIG="")
     root = tmp_path / "lewin-data"
-    p = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={root}", "patterns", "run"],
+    # threads of this worker's share of the cores: llama.cpp's spin at every barrier like torch's
+    # (conftest.CPU_SHARE); on 2 cores under xdist that is two 1-thread processes
+    p = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={root}",
+                        "--set", f"llm.engine.threads_per_worker={CPU_SHARE}", "patterns", "run"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     manifest = json.loads((root / "shards_roleplay" / "manifest.json").read_text())

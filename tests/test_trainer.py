@@ -7,7 +7,6 @@ outputs) are session-scoped fixtures; the whole file runs in a few minutes on 2 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -15,10 +14,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-# Under pytest-xdist the other worker's JVMs and llama.cpp share these cores: torch's OpenMP
-# threads, each spinning at every barrier, slowed the CPU proof from 7 to 20 minutes on 2 cores
-# with one per core; this worker's share of the cores keeps them from waiting on each other.
-torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+from .conftest import CPU_SHARE  # noqa: E402
+
+# torch's OpenMP threads spin at every barrier: this worker's share of the cores, not all of them
+torch.set_num_threads(CPU_SHARE)
 
 import yaml  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
