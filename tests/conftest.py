@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lewin.jobs.engine import get_engine
+from lewin.jobs.engine import cores, get_engine
 from lewin.jobs.tables import TableStore
 from lewin.schemas.config import EngineConfig, LewinConfig, StorageConfig
 
@@ -25,7 +25,7 @@ ENGINE = os.environ.get("LEWIN_TEST_ENGINE", "embedded")
 # This worker's share of the cores under pytest-xdist: a CPU-bound library (torch, llama.cpp) with
 # a spinning thread per core, while the other worker's JVMs run on the same cores, mostly waits on
 # its own threads (the trainer's CPU proof: 7 min alone, 20 in the suite on 2 threads)
-CPU_SHARE = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+CPU_SHARE = max(1, cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (PROJECT / ".." / "shared" / "data").resolve()
 FIXTURES = Path(__file__).parent / "fixtures"
