@@ -286,14 +286,19 @@ def test_validate_refuses_a_name_outside_the_candidates_and_an_evaluative_checkl
 @pytest.mark.slow
 def test_lewin_patterns_run_on_the_cpu_model(tmp_path):
     """The acceptance run: ``lewin patterns run`` on the starter library with the embedded CPU
-    engine (the demo profile) makes at least one gold conversation and its role-play shards."""
+    engine (the demo profile) makes at least one gold conversation and its role-play shards.
+
+    One bundle instead of the demo's two: each bundle is about 5 minutes of the CPU model on one
+    busy core (scene design, scene, a 12-turn conversation, checklists, two judges), and one gold
+    conversation is what is checked; a bundle that fails its three attempts fails the test."""
     pytest.importorskip("llama_cpp")
     env = dict(os.environ, LEWIN_CONFIG="")
     root = tmp_path / "lewin-data"
     # threads of this worker's share of the cores: llama.cpp's spin at every barrier like torch's
     # (conftest.CPU_SHARE); on 2 cores under xdist that is two 1-thread processes
     p = subprocess.run([sys.executable, "-m", "lewin.jobs.cli", "--set", f"storage.root={root}",
-                        "--set", f"llm.engine.threads_per_worker={CPU_SHARE}", "patterns", "run"],
+                        "--set", f"llm.engine.threads_per_worker={CPU_SHARE}", "--set", "patterns.bundles=1",
+                        "patterns", "run"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     manifest = json.loads((root / "shards_roleplay" / "manifest.json").read_text())
