@@ -412,14 +412,18 @@ def test_cpu_proof_on_the_emitted_sample_shards(sample_run, base_dir, tmp_path, 
     cwd, _ = sample_run
     shards = cwd / "lewin-data" / "shards"
     manifest = json.loads((shards / "manifest.json").read_text())
-    n_train = sum(n for by_src in manifest["counts"]["train"].values() for n in by_src.values())
+    # one task's samples (the paper's task-group switch, train_tasks): personalized_commenting's are
+    # the shortest (about 240 tokens each against 450-630 for the other tasks here), so a step costs
+    # a sixth of the whole train split's 2.3 min on one thread
+    task = "personalized_commenting"
+    assert task in manifest["counts"]["train"], manifest["counts"]["train"]
+    n_train = sum(manifest["counts"]["train"][task].values())
     out = tmp_path / "run"
     # 2 full-batch steps (every sample fits 1024 tokens; the second step's loss is after one update on
-    # the same batch; each step is a forward and backward pass of every sample, 2.3 min on one
-    # thread) and 6 questions a benchmark (one per ToMBench ability, two per MotiveBench subset)
+    # the same batch) and 6 questions a benchmark (one per ToMBench ability, two per MotiveBench subset)
     overrides = [f"base_model={base_dir}", f"shards_dir={shards}", f"output_dir={out}", "max_steps=2",
-                 "learning_rate=5e-5", "warmup_ratio=0", "per_device_batch_size=1", f"total_batch_size={n_train}",
-                 "max_length=1024", "gradient_checkpointing=false", "eval_limit=6"]
+                 f"train_tasks=[{task}]", "learning_rate=5e-5", "warmup_ratio=0", "per_device_batch_size=1",
+                 f"total_batch_size={n_train}", "max_length=1024", "gradient_checkpointing=false", "eval_limit=6"]
     if TOMBENCH.is_dir() and MOTIVEBENCH.is_dir():
         overrides += [f"tombench_dir={TOMBENCH}", f"motivebench_dir={MOTIVEBENCH}"]
     result = CliRunner().invoke(app, [a for o in overrides for a in ("--set", o)] + ["all"])
@@ -428,6 +432,7 @@ def test_cpu_proof_on_the_emitted_sample_shards(sample_run, base_dir, tmp_path, 
     report = json.loads((out / "eval_report.json").read_text())["benchmarks"]
     losses = [h["loss"] for h in metrics["losses"]]
     assert metrics["samples"]["kept"] == n_train and metrics["deepspeed"] is False and "CPU" in metrics["deepspeed_reason"]
+    assert metrics["data"]["lewin"]["by_task"] == {task: n_train}, metrics["data"]
     assert metrics["steps"] == 2 and len(losses) == 2 and metrics["gradient_accumulation_steps"] == n_train
     assert losses[-1] < losses[0], losses  # every step sees the whole (same) batch
     # the merged weights are the 1:1 mean of the fine-tuned and base weights
