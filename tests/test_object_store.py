@@ -144,10 +144,11 @@ def test_classic_spark_ingests_from_the_bucket(s3, bucket_run, tmp_path_factory)
     cwd = tmp_path_factory.mktemp("classic")
     conf = ["--set", "engine.kind=spark", "--set", "engine.master=local[2]", "--set", "storage.format=parquet",
             "--set", f"storage.root={cwd / 'tables'}"]
-    for source in ("reddit", "blogger"):
-        _lewin(cwd, s3, *conf, "ingest", "--source", source, "--path", f"s3://{BUCKET}/dumps/{source}")
+    # one source, one JVM: Reddit's files (JSON lines, gzip, zstd, CSV, Parquet) cover the readers' ways of
+    # opening an object; every source's formats on classic executors are test_cluster.py's
+    _lewin(cwd, s3, *conf, "ingest", "--source", "reddit", "--path", f"s3://{BUCKET}/dumps/reddit")
     embedded = _delta_reader(f"s3://{BUCKET}/lewin-data", _s3_options(s3))
-    for table in ("bronze_reddit", "bronze_reddit_comments", "bronze_blogger"):
+    for table in ("bronze_reddit", "bronze_reddit_comments"):
         got = sorted(r["record_id"] for r in pq.read_table(str(cwd / "tables" / table)).to_pylist())
         assert got and got == sorted(r["record_id"] for r in embedded(table)), table
     logged = {r["path"] for r in pq.read_table(str(cwd / "tables" / "ingest_log")).to_pylist()}
