@@ -66,8 +66,8 @@ CLASSIC: dict[str, str] = {
 # test_ingest.py::test_new_and_changed_files_only (ingest-log bookkeeping in the driver; its
 # insert_new is covered), test_ingest.py::test_sample_ingest_counts_and_rerun_is_a_noop (every
 # sample format goes through the readers and bronze on classic executors in test_cluster.py, whose
-# kept and rejected ids must equal the embedded run's; reruns on Parquet are test_engine's and
-# test_curate's), test_curate.py's Amazon k-core test (the k-core transform is
+# kept and rejected ids must equal the embedded run's; a rerun's write is insert_new, whose
+# idempotence on Parquet is test_engine's), test_curate.py's Amazon k-core test (the k-core transform is
 # test_kcore.py, the moves in and out of silver are delete_keys/insert_new, covered), rule
 # switches, quality drop_on and Reddit comment rules (configuration of the taggers covered above).
 # A new engine-sensitive test must be added to CLASSIC to run here.

@@ -413,8 +413,8 @@ def test_cpu_proof_on_the_emitted_sample_shards(sample_run, base_dir, tmp_path, 
     shards = cwd / "lewin-data" / "shards"
     manifest = json.loads((shards / "manifest.json").read_text())
     # one task's samples (the paper's task-group switch, train_tasks): personalized_commenting's are
-    # the shortest (about 240 tokens each against 450-630 for the other tasks here), so a step costs
-    # a sixth of the whole train split's 2.3 min on one thread
+    # the shortest (3 of about 240 tokens each against 8 of 240-630 for the other tasks here: 706 of
+    # 4,831 tokens), so a step costs about a seventh of the whole train split's 2.3 min on one thread
     task = "personalized_commenting"
     assert task in manifest["counts"]["train"], manifest["counts"]["train"]
     n_train = sum(manifest["counts"]["train"][task].values())
